@@ -1,0 +1,34 @@
+"""Softmax fused with categorical cross-entropy on integer labels (``docs/math.md#softmax-and-cross-entropy``)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``logits (B, K)`` -> probabilities ``(B, K)``, max-shifted so it never overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of ``softmax(logits)`` against integer ``labels``, and its gradient.
+
+    ``logits (B, K)`` float, ``labels (B,)`` ints in ``0..K-1``. Returns ``(loss, dlogits)`` with
+    ``loss = -mean(log p[i, labels[i]])`` (a Python float, via log-sum-exp: finite for any finite
+    logits) and ``dlogits = (p - onehot(labels)) / B`` of shape ``(B, K)``, in the logits' dtype.
+    """
+    batch = logits.shape[0]
+    rows = np.arange(batch)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sums = exp.sum(axis=1)
+    # log p[i, y_i] = shifted[i, y_i] - log(sum_j exp(shifted[i, j])); sums >= 1, so no log(0)
+    log_likelihood = shifted[rows, labels] - np.log(sums)
+    loss = -float(np.mean(log_likelihood, dtype=np.float64))
+    dlogits = exp
+    dlogits /= sums[:, None]
+    dlogits[rows, labels] -= 1
+    dlogits *= logits.dtype.type(1.0 / batch)
+    return loss, dlogits

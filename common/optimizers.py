@@ -1,0 +1,155 @@
+"""Optimizers behind one small interface: ``optimizer.step(parameters)``.
+
+``parameters`` is a list of ``(name, parameter, gradient)`` triples (``Network.parameters()``).
+Each optimizer keeps its state per parameter, keyed by the triple's name, in buffers of the
+parameter's own shape and dtype, and updates everything in place: no state is shared between
+parameters (a shared cache was a real Adam bug in a well-known project) and no float64
+temporaries are made for float32 parameters (every scalar is a Python float).
+The update rules: ``docs/math.md#gradient-descent-and-mini-batches`` onwards.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from common.errors import UserError
+
+Parameter = tuple[str, np.ndarray, np.ndarray]
+
+
+class Optimizer:
+    """Base class. ``lr`` may be changed between steps (learning-rate schedules do)."""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise UserError(f"learning rate must be a positive number, got {lr}")
+        if weight_decay < 0:
+            raise UserError(f"weight decay must be >= 0, got {weight_decay}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0  # number of steps taken
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+
+    def step(self, parameters: Sequence[Parameter]) -> None:
+        """Update every parameter in place from its gradient."""
+        self.t += 1
+        for name, param, grad in parameters:
+            state = self.state.get(name)
+            if state is None:
+                state = self.state[name] = self.init_state(param)
+                state["scratch"] = np.empty_like(param)
+            elif state["scratch"].shape != param.shape:
+                raise ValueError(f"parameter {name!r} changed shape between steps")
+            if self.weight_decay and name.endswith("W"):
+                # Decoupled weight decay (AdamW): shrink weights, not biases, outside the gradient step.
+                param *= 1.0 - self.lr * self.weight_decay
+            self.update(param, grad, state)
+
+    def init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+
+class GradientDescent(Optimizer):
+    """``theta -= lr * g``."""
+
+    def update(self, param, grad, state):
+        scratch = state["scratch"]
+        np.multiply(grad, self.lr, out=scratch)
+        param -= scratch
+
+
+class Momentum(Optimizer):
+    """Heavy ball: ``v = mu * v + g``; ``theta -= lr * v``."""
+
+    def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.momentum = float(momentum)
+
+    def init_state(self, param):
+        return {"velocity": np.zeros_like(param)}
+
+    def update(self, param, grad, state):
+        velocity, scratch = state["velocity"], state["scratch"]
+        velocity *= self.momentum
+        velocity += grad
+        np.multiply(velocity, self.lr, out=scratch)
+        param -= scratch
+
+
+class RMSprop(Optimizer):
+    """``s = rho * s + (1 - rho) * g**2``; ``theta -= lr * g / (sqrt(s) + eps)``."""
+
+    def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.rho, self.eps = float(rho), float(eps)
+
+    def init_state(self, param):
+        return {"square_avg": np.zeros_like(param)}
+
+    def update(self, param, grad, state):
+        square_avg, scratch = state["square_avg"], state["scratch"]
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1.0 - self.rho
+        square_avg *= self.rho
+        square_avg += scratch
+        np.sqrt(square_avg, out=scratch)
+        scratch += self.eps
+        np.divide(grad, scratch, out=scratch)
+        scratch *= self.lr
+        param -= scratch
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba, 2015), optionally with decoupled weight decay (AdamW).
+
+    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g**2``; ``theta -= lr * m_hat / (sqrt(v_hat) + eps)``
+    with ``m_hat = m / (1 - b1**t)`` and ``v_hat = v / (1 - b2**t)``, computed in the equivalent
+    cheaper form ``theta -= lr_t * m / (sqrt(v) + eps_t)`` (``docs/math.md#adam``).
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def init_state(self, param):
+        return {"m": np.zeros_like(param), "v": np.zeros_like(param)}
+
+    def update(self, param, grad, state):
+        m, v, scratch = state["m"], state["v"], state["scratch"]
+        b1, b2 = self.beta1, self.beta2
+        m *= b1
+        np.multiply(grad, 1.0 - b1, out=scratch)
+        m += scratch
+        v *= b2
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1.0 - b2
+        v += scratch
+        # Python floats, so float32 arrays stay float32 (a NumPy float64 scalar would upcast).
+        correction2 = math.sqrt(1.0 - b2 ** self.t)
+        lr_t = self.lr * correction2 / (1.0 - b1 ** self.t)
+        eps_t = self.eps * correction2
+        np.sqrt(v, out=scratch)
+        scratch += eps_t
+        np.divide(m, scratch, out=scratch)
+        scratch *= lr_t
+        param -= scratch
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "gd": GradientDescent, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam,
+}
+
+
+def make_optimizer(name: str, lr: float, weight_decay: float = 0.0) -> Optimizer:
+    """Build an optimizer by name (``gd``, ``momentum``, ``rmsprop``, ``adam``) with default betas."""
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}") from None
+    return cls(lr=lr, weight_decay=weight_decay)

@@ -1,0 +1,114 @@
+"""The one training loop: any network, any optimizer, full-batch or shuffled mini-batches.
+
+``train`` returns the per-epoch history; it stops with :class:`DivergenceError` (one line,
+naming the epoch) as soon as the loss is NaN or infinite, instead of training on garbage.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+
+from common.errors import UserError
+from common.loss import softmax_cross_entropy
+from common.metrics import accuracy
+from common.network import Network
+from common.optimizers import Optimizer
+from common.schedules import Schedule
+
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # (B, 784) -> (B, 784)
+
+
+class DivergenceError(UserError):
+    """The loss became NaN or infinite."""
+
+
+def iterate_minibatches(num_examples: int, batch_size: int, rng: np.random.Generator):
+    """Yield index arrays covering ``range(num_examples)`` once, in a fresh random order.
+
+    Sampling is without replacement; the last, smaller batch is kept. ``batch_size >= N`` yields
+    one batch of all examples in their original order (full-batch gradient descent).
+    """
+    if batch_size >= num_examples:
+        yield slice(None)
+        return
+    order = rng.permutation(num_examples)
+    for start in range(0, num_examples, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: np.ndarray, *,
+          epochs: int, rng: np.random.Generator, batch_size: int | None = None,
+          eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+          eval_every: int = 1, lr_schedule: Schedule | None = None, augment: Augment | None = None,
+          progress: bool = True, progress_label: str = "epoch") -> list[dict]:
+    """Train ``network`` in place and return its history, one dict per epoch.
+
+    ``x_train (N, D)`` in the network's dtype, ``y_train (N,)`` ints. ``batch_size=None`` means
+    full batch. ``eval_sets`` maps a name (``"train"``, ``"test"``, ``"val"``) to ``(X, y)``;
+    their accuracies are measured every ``eval_every`` epochs and at the last one (other epochs
+    record ``None``). Each history entry has ``epoch`` (1-based), ``loss`` (mean training loss
+    over the epoch's examples), ``lr``, ``<name>_accuracy`` for each eval set, ``train_seconds``
+    (cumulative time spent training) and ``seconds`` (cumulative wall-clock, evaluation included).
+    """
+    if epochs < 1:
+        raise UserError(f"epochs must be at least 1, got {epochs}")
+    if eval_every < 1:
+        raise UserError(f"eval_every must be at least 1, got {eval_every}")
+    num_examples = len(x_train)
+    if num_examples == 0 or len(y_train) != num_examples:
+        raise UserError(f"need a non-empty training set with one label per image, got "
+                        f"{num_examples} images and {len(y_train)} labels")
+    batch_size = num_examples if batch_size is None else batch_size
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    eval_sets = dict(eval_sets or {})
+    parameters = network.parameters()
+    history: list[dict] = []
+    started = time.perf_counter()
+    train_seconds = 0.0
+
+    for epoch in range(1, epochs + 1):
+        if lr_schedule is not None:
+            optimizer.lr = float(lr_schedule(epoch - 1))
+        epoch_start = time.perf_counter()
+        loss_sum = 0.0
+        for batch, indices in enumerate(iterate_minibatches(num_examples, batch_size, rng), start=1):
+            x_batch, y_batch = x_train[indices], y_train[indices]
+            if augment is not None:
+                x_batch = augment(x_batch, rng)
+            logits = network.forward(x_batch, training=True)
+            loss, dlogits = softmax_cross_entropy(logits, y_batch)
+            if not math.isfinite(loss):
+                raise DivergenceError(
+                    f"the training loss became {loss} at {progress_label} {epoch} (batch {batch}) with "
+                    f"learning rate {optimizer.lr:g}; try a lower learning rate (--lr)")
+            network.backward(dlogits)
+            optimizer.step(parameters)
+            loss_sum += loss * len(y_batch)
+        train_seconds += time.perf_counter() - epoch_start
+
+        record: dict = {"epoch": epoch, "loss": loss_sum / num_examples, "lr": optimizer.lr}
+        evaluate_now = epoch % eval_every == 0 or epoch == epochs
+        for name, (x_eval, y_eval) in eval_sets.items():
+            record[f"{name}_accuracy"] = accuracy(network.predict(x_eval), y_eval) if evaluate_now else None
+        record["train_seconds"] = train_seconds
+        record["seconds"] = time.perf_counter() - started
+        history.append(record)
+        if progress and evaluate_now:
+            print(format_progress(record, epochs, progress_label), flush=True, file=sys.stdout)
+    return history
+
+
+def format_progress(record: dict, epochs: int, label: str = "epoch") -> str:
+    """One line such as ``epoch  3/20  loss 0.1234  train 97.10 %  test 96.80 %  4.1 s``."""
+    width = len(str(epochs))
+    parts = [f"{label} {record['epoch']:>{width}}/{epochs}", f"loss {record['loss']:.4f}"]
+    for key, value in record.items():
+        if key.endswith("_accuracy") and value is not None:
+            parts.append(f"{key[:-len('_accuracy')]} {100 * value:6.2f} %")
+    parts.append(f"{record['seconds']:6.1f} s")
+    return "  ".join(parts)

@@ -1,0 +1,99 @@
+"""Make a stage's open choices on a validation split, never on the test set.
+
+For each setting in a small grid, train the stage on 50,000 training images and measure the
+accuracy on the other 10,000 (a seeded validation split); the test set is not loaded into any
+decision. Writes ``results/tuning/<stage>.md`` and ``.csv``.
+
+    python experiments/tune.py --stage 02 --lr 0.1,0.2,0.5,1.0
+    python experiments/tune.py --stage 03 --lr 0.05,0.1,0.2
+    python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from common.environment import REPO_ROOT, describe_environment  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.files import atomic_write_text  # noqa: E402
+from common.runner import OneLineParser, load_data, run_stage  # noqa: E402
+from experiments.stage_loader import load_specs  # noqa: E402
+
+GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int,
+                "hidden_dropout": float, "input_dropout": float, "weight_decay": float, "shift": int}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", required=True, help="stage number, e.g. 02")
+    for option in GRID_OPTIONS:
+        parser.add_argument(f"--{option.replace('_', '-')}", default=None,
+                            help=f"comma-separated values of {option} to try")
+    parser.add_argument("--validation-size", type=int, default=10_000)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "tuning")
+    args = parser.parse_args(argv)
+
+    (spec,) = load_specs([args.stage]).values()
+    grid = {}
+    for option, kind in GRID_OPTIONS.items():
+        text = getattr(args, option)
+        if text:
+            try:
+                grid[option] = [kind(value) for value in text.split(",")]
+            except ValueError:
+                raise UserError(f"--{option.replace('_', '-')}: cannot read {text!r}") from None
+    if not grid:
+        raise UserError("give at least one grid option, e.g. --lr 0.1,0.2")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    data = load_data(args.data_dir)
+
+    rows = []
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values))
+        trial = dataclasses.replace(spec, validation_size=args.validation_size, **setting)
+        for seed in seeds:
+            metrics = run_stage(trial, seed, data, out_dir=None, progress=False)
+            row = {**setting, "seed": seed, "val_accuracy": metrics["val_accuracy"],
+                   "train_accuracy": metrics["train_accuracy"], "seconds": metrics["seconds"]}
+            print("  ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in row.items()), flush=True)
+            rows.append(row)
+
+    frame = pd.DataFrame(rows)
+    summary = frame.groupby(list(grid), sort=False).agg(
+        val_accuracy=("val_accuracy", "mean"), train_accuracy=("train_accuracy", "mean"),
+        seconds=("seconds", "mean"), seeds=("seed", "count")).reset_index()
+    best = summary.loc[summary["val_accuracy"].idxmax()]
+    table = tabulate(
+        [[*(row[key] for key in grid), f"{100 * row['val_accuracy']:.2f}", f"{100 * row['train_accuracy']:.2f}",
+          f"{row['seconds']:.1f}", row["seeds"]] for row in summary.to_dict("records")],
+        headers=[*grid, "validation accuracy %", "train accuracy %", "seconds", "seeds"], tablefmt="github")
+    environment = describe_environment()
+    text = (f"# Tuning stage {spec.name} on a validation split\n\n"
+            f"{args.validation_size:,} training images held out as validation (seeded); the test set plays no part.\n\n"
+            f"{table}\n\nBest on validation: "
+            + ", ".join(f"{key} = {best[key]}" for key in grid)
+            + f" ({100 * best['val_accuracy']:.2f} %).\n\n"
+            f"Command: `{environment['command']}`  \n"
+            f"Environment: {environment['date']}, commit {environment['commit']}, Python {environment['python']}, "
+            f"NumPy {environment['numpy']} ({environment['blas']}), {environment['cpu_count']} CPUs.\n")
+    name = f"{spec.name}"
+    atomic_write_text(args.out / f"{name}.md", text)
+    atomic_write_text(args.out / f"{name}.csv", frame.to_csv(index=False))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
