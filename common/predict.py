@@ -200,14 +200,22 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model and CLI
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root when it is inside it."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def default_model() -> Path:
     """``results/stages/05_regularized/model.npz`` if it exists, else ``04_adam``'s."""
     for candidate in DEFAULT_MODELS:
         if candidate.is_file():
             return candidate
-    raise UserError(f"no trained model found (looked for {DEFAULT_MODELS[0].relative_to(REPO_ROOT)} "
-                    f"and {DEFAULT_MODELS[1].relative_to(REPO_ROOT)}); train one with "
-                    f"`python stages/04_adam.py` (or 05_regularized) or pass --model")
+    raise UserError(f"no trained model found (neither {_shown(DEFAULT_MODELS[0])} nor "
+                    f"{_shown(DEFAULT_MODELS[1])} exists); train one with `python stages/04_adam.py` "
+                    f"(or stages/05_regularized.py) or pass --model PATH")
 
 
 def load_model(path: str | os.PathLike):

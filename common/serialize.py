@@ -52,21 +52,23 @@ def load_network(path: str | os.PathLike) -> tuple[Network, dict]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive["header"]))
-            if header.get("format") != FORMAT:
-                raise ValueError(f"unknown format {header.get('format')!r}")
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError("its header does not name this suite's model format")
             architecture = Architecture(**{**header["architecture"],
                                            "sizes": tuple(header["architecture"]["sizes"])})
             dtype = np.dtype(architecture.dtype)
             layers = []
             pairs = list(zip(architecture.sizes[:-1], architecture.sizes[1:]))
             weights = [(archive[f"W{i}"], archive[f"b{i}"]) for i in range(len(pairs))]
-    except UserError:
-        raise
+    except UserError as error:  # a header whose architecture is invalid
+        raise UserError(f"{path}: {error}") from None
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         raise UserError(f"{path} is not a readable model saved by this suite ({error})") from None
     for (fan_in, fan_out), (w, b) in zip(pairs, weights):
         if w.shape != (fan_in, fan_out) or b.shape != (fan_out,):
             raise UserError(f"{path}: weights {w.shape}/{b.shape} do not match the architecture {list(architecture.sizes)}")
+        if not (np.issubdtype(w.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)):
+            raise UserError(f"{path}: weights are {w.dtype}/{b.dtype}, not floating-point numbers")
     network = Network.from_architecture(architecture, np.random.default_rng(0), init="normal", init_scale=0.0)
     for layer, (w, b) in zip(network.dense_layers(), weights):
         layer.params["W"][...] = w.astype(dtype, copy=False)

@@ -80,14 +80,19 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
             x_batch, y_batch = x_train[indices], y_train[indices]
             if augment is not None:
                 x_batch = augment(x_batch, rng)
-            logits = network.forward(x_batch, training=True)
-            loss, dlogits = softmax_cross_entropy(logits, y_batch)
-            if not math.isfinite(loss):
-                raise DivergenceError(
-                    f"the training loss became {loss} at {progress_label} {epoch} (batch {batch}) with "
-                    f"learning rate {optimizer.lr:g}; try a lower learning rate (--lr)")
-            network.backward(dlogits)
-            optimizer.step(parameters)
+            # Overflow or NaN anywhere in the step means the run has diverged: stop at once, in one line.
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                try:
+                    logits = network.forward(x_batch, training=True)
+                    loss, dlogits = softmax_cross_entropy(logits, y_batch)
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss {loss}")
+                    network.backward(dlogits)
+                    optimizer.step(parameters)
+                except FloatingPointError as error:
+                    raise DivergenceError(
+                        f"training diverged at {progress_label} {epoch} (batch {batch}): {error} with learning "
+                        f"rate {optimizer.lr:g}; try a lower learning rate (--lr)") from None
             loss_sum += loss * len(y_batch)
         train_seconds += time.perf_counter() - epoch_start
 

@@ -275,11 +275,20 @@ def update_readme(block: str, readme: Path = README) -> bool:
 
 
 def readme_block_of(comparison_md: str) -> str:
-    """What goes into the README: comparison.md without its first heading line."""
+    """What goes into the README: comparison.md without its title, with paths relative to the root."""
     lines = comparison_md.strip().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    return "\n".join(lines).strip()
+    return "\n".join(lines).strip().replace("](learning_curves.png)", "](results/learning_curves.png)")
+
+
+def readme_block(readme: Path = README) -> str | None:
+    """The text between the comparison markers of README.md, or None if there are no markers."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return None
+    return text[start + len(README_START):end].strip()
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -375,8 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwrote {out / 'comparison.md'}, comparison.csv, learning_curves.png")
     full_default = out.resolve() == DEFAULT_OUT.resolve() and not args.quick and args.stages is None
     if full_default:
-        block = readme_block_of(comparison).replace("](learning_curves.png)", "](results/learning_curves.png)")
-        if update_readme(block):
+        if update_readme(readme_block_of(comparison)):
             print("updated the comparison in README.md")
     return 0
 

@@ -1,0 +1,587 @@
+"""Ablations: vary one idea at a time around the stage-04 design, everything else fixed.
+
+    python experiments/ablations.py                          # all five, seeds 0,1,2 (about 10 minutes)
+    python experiments/ablations.py --only optimizer,init --seeds 0
+    python experiments/ablations.py --quick --out /tmp/abl   # tiny budgets, for tests
+
+The first source design listed as "future work" other activations, RMSprop/Adam and other
+hyper-parameters; this script measures them. The base is the stage-04 design ([784, 128, 64, 10]
+ReLU, He initialisation, Adam lr 0.001, batch 128) with a SHORT fixed budget of 10 epochs (5 for the
+deeper network of the init ablation), so the whole study fits in about ten minutes; the numbers are
+therefore below stage 04's 20-epoch result, and a ranking at this budget need not hold after much
+longer training. Every variant is trained
+with each seed on the same data (all 60,000 training images unless the ablation varies that) and
+judged on the official 10,000-image test set. Nothing here was chosen by looking at test accuracy:
+the learning rates are common defaults, not tuned.
+
+The ablations (names for --only):
+  optimizer    gradient descent / momentum / RMSprop / Adam, each at its usual default learning rate
+  activation   ReLU / tanh / sigmoid, all with He initialisation (only the activation changes)
+  init         0.001 * randn (the first design's) / Xavier / He, in a deep 4x256 ReLU network
+               trained with momentum SGD, where the difference is large (Adam would hide much of it)
+  data_budget  1,000 / 5,000 / 20,000 / 60,000 training images at a FIXED number of updates
+  batch_size   32 / 128 / 512 / 2048 at the same epochs and the same (not rescaled) learning rate
+
+Each (variant, seed) result is saved under ``<out>/runs/ablation-<name>-<variant>/`` as soon as it
+finishes (atomically, via experiments/compare.py's ``run_or_resume``) with a fingerprint of its
+settings and of the numeric code; a re-run reuses unchanged results, so an interrupted study
+resumes, and changed settings or code are re-run (``--force`` re-runs everything). A variant whose
+settings equal an already finished one (the base design appears in four ablations) reuses it.
+A variant that fails (for example diverges) is shown as failed with its reason; the others go on.
+
+Writes, per ablation, ``<name>.md`` (table, reading, command, environment), ``<name>.csv`` (one row
+per variant and seed) and ``<name>.png`` (test accuracy curves of the first seed, and final
+accuracy mean ± std), and ``README.md`` indexing them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from common.environment import REPO_ROOT, describe_environment  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.files import atomic_write_json, atomic_write_text  # noqa: E402
+from common.runner import OneLineParser, StageSpec, load_data  # noqa: E402
+from experiments.compare import fingerprint, parse_list, percent, run_or_resume  # noqa: E402
+from experiments.stage_loader import load_specs, stage_files  # noqa: E402
+
+DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
+QUICK_OUT = REPO_ROOT / "results" / "quick" / "ablations"
+BASE_STAGE = "04"
+BASE_EPOCHS = 10                # the short budget of the whole study (stage 04 trains 20)
+INIT_EPOCHS = 5                 # the deep network of the init ablation is ~3x slower per epoch
+DEEP_SIZES = (784, 256, 256, 256, 256, 10)
+NUM_TRAIN = 60_000
+QUICK = {"train_size": 2000, "epochs": 1}   # --quick: tiny budgets; numbers mean nothing
+QUICK_BUDGETS = (250, 500, 1000, 2000)      # --quick data_budget sizes (the full ones do not fit 2,000)
+FULL_BUDGETS = (1000, 5000, 20000, None)    # None: all 60,000
+CHANCE = 0.10
+
+
+# -- the ablations -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variant:
+    name: str           # part of the run key: ablation-<ablation>-<name>
+    label: str          # shown in tables and legends
+    overrides: dict     # StageSpec fields changed from the ablation's base
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    question: str                 # what is varied (one line)
+    fixed: str                    # what is held fixed (one line, for the .md)
+    base: dict                    # StageSpec overrides of the stage-04 design shared by all variants
+    variants: tuple[Variant, ...]
+    x_axis: str                   # "epoch" or "update": x axis of the learning curves
+    reading: Callable[[list[dict], "Ablation"], str]  # one sentence from the numbers
+
+
+def updates_of(spec: StageSpec, train_size: int) -> int:
+    """Number of optimizer steps: epochs x batches per epoch (the last, smaller batch included)."""
+    per_epoch = 1 if spec.batch_size is None or spec.batch_size >= train_size else math.ceil(train_size / spec.batch_size)
+    return spec.epochs * per_epoch
+
+
+def train_size_of(spec: StageSpec) -> int:
+    return spec.train_size if spec.train_size is not None else NUM_TRAIN - spec.holdout_size - spec.validation_size
+
+
+# -- readings: computed from the numbers, never typed ----------------------------------------
+
+def summarise(ablation: Ablation, specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> list[dict]:
+    """Per variant: label, mean/std of train and test accuracy, seconds, updates, failures."""
+    rows = []
+    for variant in ablation.variants:
+        runs = results[variant.name]
+        ok = [r for r in runs if r["status"] == "ok"]
+        tests = [r["test_accuracy"] for r in ok]
+        trains = [r["train_accuracy"] for r in ok]
+        spec = specs[variant.name]
+        rows.append({
+            "variant": variant, "spec": spec, "runs": runs, "ok": ok,
+            "failed": [r for r in runs if r["status"] != "ok"],
+            "test": float(np.mean(tests)) if ok else None,
+            "test_std": float(np.std(tests, ddof=1)) if len(ok) > 1 else 0.0,
+            "train": float(np.mean(trains)) if ok else None,
+            "seconds": float(np.mean([r["seconds"] for r in ok])) if ok else None,
+            "train_size": ok[0]["train_size"] if ok else train_size_of(spec),
+        })
+        rows[-1]["updates"] = updates_of(spec, rows[-1]["train_size"])
+    return rows
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def pts(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def failed_clause(rows: list[dict]) -> str:
+    failed = [r for r in rows if not r["ok"]]
+    if not failed:
+        return ""
+    return "; " + ", ".join(f"{r['variant'].label} failed ({r['failed'][0]['reason']})" for r in failed)
+
+
+def ranking(rows: list[dict]) -> str:
+    """'A is best (x %), ahead of B by d points and C by e points' over the variants that ran."""
+    ok = sorted((r for r in rows if r["ok"]), key=lambda r: -r["test"])
+    if not ok:
+        return "every variant failed"
+    best = ok[0]
+    text = f"{best['variant'].label} is best ({pts(best['test'])} % test accuracy)"
+    if len(ok) > 1:
+        text += ", ahead of " + ", ".join(f"{r['variant'].label} by {pts(best['test'] - r['test'])}"
+                                          for r in ok[1:]) + " points"
+    return text
+
+
+def resolution(rows: list[dict]) -> str:
+    """Whether the gap between the best two exceeds the seed-to-seed spread (2 x the larger std)."""
+    ok = sorted((r for r in rows if r["ok"]), key=lambda r: -r["test"])
+    if len(ok) < 2 or any(len(r["ok"]) < 2 for r in ok[:2]):
+        return ""
+    gap = ok[0]["test"] - ok[1]["test"]
+    spread = max(ok[0]["test_std"], ok[1]["test_std"])
+    verdict = "larger" if gap > 2 * spread else "not larger"
+    return (f" (the gap between the top two, {pts(gap)} points, is {verdict} than twice their "
+            f"seed-to-seed std of {pts(spread)})")
+
+
+def read_optimizer(rows: list[dict], ablation: Ablation) -> str:
+    epochs, updates = rows[0]["spec"].epochs, rows[0]["updates"]
+    return (f"At {plural(epochs, 'epoch')} ({plural(updates, 'update')} of batch {rows[0]['spec'].batch_size}), "
+            f"{ranking(rows)}{resolution(rows)}; each optimizer uses its standard default learning rate "
+            f"(GD 0.1, momentum 0.01 with mu 0.9, i.e. an effective 0.1; RMSprop 0.001; Adam 0.001), "
+            f"not tuned{failed_clause(rows)}.")
+
+
+def read_activation(rows: list[dict], ablation: Ablation) -> str:
+    spec = rows[0]["spec"]
+    return (f"With He initialisation, Adam lr {spec.lr:g} and {plural(spec.epochs, 'epoch')} for all three, "
+            f"{ranking(rows)}{resolution(rows)}; tanh and sigmoid are usually paired with Xavier "
+            f"initialisation, which is not used here so that only the activation changes{failed_clause(rows)}.")
+
+
+def read_init(rows: list[dict], ablation: Ablation) -> str:
+    spec = rows[0]["spec"]
+    by_name = {r["variant"].name: r for r in rows}
+    arch = "-".join(str(n) for n in spec.sizes)
+    text = (f"In the deep {arch} ReLU network trained with momentum SGD (lr {spec.lr:g}, mu 0.9) for "
+            f"{plural(spec.epochs, 'epoch')}, {ranking(rows)}")
+    small = by_name.get("normal-0.001")
+    if small and small["ok"]:
+        if small["test"] < CHANCE + 0.05:
+            text += (f"; with 0.001 * randn the network stays at chance level ({pts(small['test'])} %, "
+                     f"chance is ~10 %): the signal shrinks ~1,000x per layer, so the gradients vanish and "
+                     f"it never starts learning")
+        else:
+            text += f"; 0.001 * randn reaches {pts(small['test'])} %, above chance"
+    text += ("; Adam rescales each gradient by its running size and would hide much of this difference, "
+             "so plain momentum is used")
+    return text + failed_clause(rows) + "."
+
+
+def read_data_budget(rows: list[dict], ablation: Ablation) -> str:
+    ok = [r for r in rows if r["ok"]]
+    if len(ok) < 2:
+        return "Too few variants ran to read a trend" + failed_clause(rows) + "."
+    small, large = ok[0], ok[-1]
+    updates = sorted(r["updates"] for r in rows)
+    batch = rows[0]["spec"].batch_size
+    gap_small, gap_large = small["train"] - small["test"], large["train"] - large["test"]
+    steps = f"{updates[0]:,}" if updates[0] == updates[-1] else f"{updates[0]:,} to {updates[-1]:,}"
+    return (f"With the number of updates fixed (batch {batch}, {steps} steps, so small "
+            f"sets are passed over many more times), test accuracy goes from {pts(small['test'])} % on "
+            f"{small['train_size']:,} images to {pts(large['test'])} % on {large['train_size']:,} "
+            f"({100 * (large['test'] - small['test']):+.2f} points), and the train-test gap "
+            f"{'shrinks' if gap_large < gap_small else 'grows'} from "
+            f"{pts(gap_small)} to {pts(gap_large)} points{failed_clause(rows)}.")
+
+
+def read_batch_size(rows: list[dict], ablation: Ablation) -> str:
+    spec = rows[0]["spec"]
+    ok = [r for r in rows if r["ok"]]
+    text = (f"At {plural(spec.epochs, 'epoch')} and the same Adam lr {spec.lr:g} for every batch size (the learning rate "
+            f"was NOT rescaled with the batch), {ranking(rows)}{resolution(rows)}")
+    if ok:
+        few, many = min(ok, key=lambda r: r["updates"]), max(ok, key=lambda r: r["updates"])
+        text += (f"; batch {few['spec'].batch_size} makes only {plural(few['updates'], 'update')} against "
+                 f"{many['updates']:,} for batch {many['spec'].batch_size}")
+    return text + failed_clause(rows) + "."
+
+
+def budget_variants(sizes: Sequence[int | None], epochs: int, batch: int, full_size: int) -> tuple[Variant, ...]:
+    """Each size trained for the same number of updates as ``epochs`` over ``full_size`` images."""
+    target = epochs * math.ceil(full_size / batch)
+    variants = []
+    for size in sizes:
+        n = full_size if size is None else size
+        per_epoch = max(1, math.ceil(n / batch))
+        variant_epochs = max(1, math.ceil(target / per_epoch))
+        variants.append(Variant(str(n), f"{n:,} images ({variant_epochs} ep.)",
+                                {"train_size": size, "epochs": variant_epochs,
+                                 "eval_every": max(1, variant_epochs // 10)}))
+    return tuple(variants)
+
+
+def build_ablations(quick: bool) -> list[Ablation]:
+    """The five ablations; ``quick`` shrinks every budget to a smoke test."""
+    epochs = QUICK["epochs"] if quick else BASE_EPOCHS
+    init_epochs = QUICK["epochs"] if quick else INIT_EPOCHS
+    train_size = QUICK["train_size"] if quick else None
+    base = {"epochs": epochs, "train_size": train_size}
+    budgets = (budget_variants(QUICK_BUDGETS, epochs, 128, QUICK["train_size"]) if quick
+               else budget_variants(FULL_BUDGETS, epochs, 128, NUM_TRAIN))
+    return [
+        Ablation(
+            "optimizer", "the optimizer, each at its standard default learning rate",
+            "784-128-64-10 ReLU, He init, batch 128, same epochs",
+            base,
+            (Variant("gd", "gradient descent (lr 0.1)", {"optimizer": "gd", "lr": 0.1}),
+             Variant("momentum", "momentum (lr 0.01, mu 0.9)", {"optimizer": "momentum", "lr": 0.01}),
+             Variant("rmsprop", "RMSprop (lr 0.001)", {"optimizer": "rmsprop", "lr": 0.001}),
+             Variant("adam", "Adam (lr 0.001)", {"optimizer": "adam", "lr": 0.001})),
+            "epoch", read_optimizer),
+        Ablation(
+            "activation", "the hidden activation",
+            "784-128-64-10, He init for all (not the Xavier init usually paired with tanh/sigmoid), "
+            "Adam lr 0.001, batch 128, same epochs",
+            base,
+            (Variant("relu", "ReLU", {"activation": "relu"}),
+             Variant("tanh", "tanh", {"activation": "tanh"}),
+             Variant("sigmoid", "sigmoid", {"activation": "sigmoid"})),
+            "epoch", read_activation),
+        Ablation(
+            "init", "the weight initialisation, in a deep network",
+            "784-256-256-256-256-10 ReLU, momentum SGD lr 0.01 (mu 0.9), batch 128, same epochs; "
+            "momentum rather than Adam, whose per-weight rescaling would hide much of the effect",
+            {**base, "epochs": init_epochs, "sizes": DEEP_SIZES, "optimizer": "momentum", "lr": 0.01},
+            (Variant("normal-0.001", "0.001 * randn (first design)", {"init": "normal", "init_scale": 0.001}),
+             Variant("xavier", "Xavier", {"init": "xavier"}),
+             Variant("he", "He", {"init": "he"})),
+            "epoch", read_init),
+        Ablation(
+            "data_budget", "the number of training images, at a fixed number of updates",
+            "784-128-64-10 ReLU, He init, Adam lr 0.001, batch 128; epochs chosen so every size gets "
+            "about the same number of mini-batch updates as the base budget on all images",
+            {k: v for k, v in base.items() if k != "train_size"},
+            budgets,
+            "update", read_data_budget),
+        Ablation(
+            "batch_size", "the mini-batch size, at the same epochs and learning rate",
+            "784-128-64-10 ReLU, He init, Adam lr 0.001 (not rescaled with the batch), same epochs",
+            base,
+            tuple(Variant(str(b), f"batch {b}", {"batch_size": b}) for b in (32, 128, 512, 2048)),
+            "epoch", read_batch_size),
+    ]
+
+
+ABLATION_NAMES = [a.name for a in build_ablations(False)]
+
+
+def variant_spec(base: StageSpec, ablation: Ablation, variant: Variant) -> StageSpec:
+    """The stage-04 spec with the ablation's base and the variant's overrides.
+
+    Name, title and description are the same for every variant, so two variants with equal
+    settings (e.g. Adam in the optimizer ablation and ReLU in the activation one) have equal
+    fingerprints and are trained once.
+    """
+    spec = dataclasses.replace(base, name="ablation", title="stage-04 design, short budget",
+                               adds="one idea varied at a time", reproduces="", published_accuracy=None,
+                               published_note="", quick={})
+    return dataclasses.replace(spec, **{**ablation.base, **variant.overrides})
+
+
+# -- running -------------------------------------------------------------------------------------
+
+def run_path(runs_dir: Path, key: str, seed: int) -> Path:
+    """Where ``run_or_resume`` keeps (key, seed)."""
+    return runs_dir / key.replace("@", "_at_") / f"seed{seed}.json"
+
+
+def saved_fingerprint(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+class Runner:
+    """run_or_resume, plus: a run whose fingerprint equals one already finished under another key
+    is copied to its own key (and then reused by run_or_resume) instead of trained again."""
+
+    def __init__(self, data, runs_dir: Path, stage_file: Path, force: bool, progress: bool) -> None:
+        self.data, self.runs_dir, self.stage_file = data, runs_dir, stage_file
+        self.force, self.progress = force, progress
+        self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it (this session)
+        self.trained = self.reused = self.shared = 0
+
+    def run(self, key: str, spec: StageSpec, seed: int) -> dict:
+        stamp = fingerprint(spec, seed, self.stage_file)
+        path = run_path(self.runs_dir, key, seed)
+        saved = saved_fingerprint(path) == stamp
+        force = self.force
+        if stamp in self.finished and (force or not saved):
+            source = self.finished[stamp]
+            result = json.loads(source.read_text())
+            result["key"] = key
+            atomic_write_json(path, result)
+            print(f"[{key} seed {seed}] same settings as {source.parent.name}, sharing its result", flush=True)
+            self.shared += 1
+            force = False
+        elif saved and not force:
+            self.reused += 1
+        else:
+            self.trained += 1
+        result = run_or_resume(key, spec, seed, self.stage_file, self.data, self.runs_dir, force, self.progress)
+        self.finished.setdefault(stamp, path)
+        return result
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+def runs_frame(ablation: Ablation, rows: list[dict]) -> pd.DataFrame:
+    records = []
+    for row in rows:
+        spec, variant = row["spec"], row["variant"]
+        for r in row["runs"]:
+            history = r.get("history") or []
+            records.append({
+                "ablation": ablation.name, "variant": variant.name, "label": variant.label, "key": r["key"],
+                "seed": r["seed"], "status": r["status"], "reason": r.get("reason", ""),
+                "architecture": "-".join(str(n) for n in spec.sizes) + f" {spec.activation}",
+                "init": spec.init + (f" {spec.init_scale:g}" if spec.init_scale is not None else ""),
+                "optimizer": spec.optimizer, "lr": spec.lr, "batch_size": spec.batch_size,
+                "train_size": r.get("train_size", row["train_size"]), "epochs": spec.epochs,
+                "updates": row["updates"],
+                "train_accuracy": r.get("train_accuracy"), "test_accuracy": r.get("test_accuracy"),
+                "final_loss": history[-1]["loss"] if history else None,
+                "seconds": r.get("seconds"), "train_seconds": r.get("train_seconds"),
+                "num_parameters": r.get("num_parameters"),
+            })
+    return pd.DataFrame(records)
+
+
+def results_table(rows: list[dict]) -> str:
+    table = []
+    for row in rows:
+        label = row["variant"].label
+        if not row["ok"]:
+            table.append([label, f"{row['train_size']:,}", row["spec"].epochs, f"{row['updates']:,}",
+                          "-", f"failed: {row['failed'][0]['reason']}", "-"])
+            continue
+        test = percent([r["test_accuracy"] for r in row["ok"]])
+        if row["failed"]:
+            test += f" ({len(row['failed'])} of {len(row['runs'])} seeds failed: {row['failed'][0]['reason']})"
+        table.append([label, f"{row['train_size']:,}", row["spec"].epochs, f"{row['updates']:,}",
+                      percent([r["train_accuracy"] for r in row["ok"]]), test, f"{row['seconds']:.1f}"])
+    return tabulate(table, headers=["variant", "train images", "epochs", "updates", "train acc. %",
+                                    "test acc. %", "time (s)"], tablefmt="github", disable_numparse=True)
+
+
+def environment_line(environment: dict) -> str:
+    threads = environment["thread_env"]
+    return (f"Produced by `{environment['command']}` on {environment['date']}, commit {environment['commit']}; "
+            f"Python {environment['python']}, NumPy {environment['numpy']} ({environment['blas']}), "
+            f"{environment['cpu_count']} CPUs, {environment['machine']}"
+            + (f", {', '.join(f'{k}={v}' for k, v in threads.items())}" if threads else "") + ".")
+
+
+READING_PREFIX = "**Reading:** "
+
+
+def ablation_markdown(ablation: Ablation, rows: list[dict], reading: str, seeds: list[int],
+                      environment: dict, quick: bool) -> str:
+    parts = [f"# Ablation: {ablation.name}", ""]
+    if quick:
+        parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
+    parts += [
+        f"Varied: {ablation.question}. Fixed: {ablation.fixed}. Seeds {', '.join(map(str, seeds))}; "
+        "accuracies are mean ± standard deviation over the seeds on the official 10,000-image test set "
+        "(train accuracy on the images trained on); time is the mean wall-clock seconds of one run, "
+        "training and evaluation, and depends on what else the machine was doing.",
+        "",
+        results_table(rows),
+        "",
+        READING_PREFIX + reading,
+        "",
+        f"![{ablation.name}]({ablation.name}.png)",
+        "",
+        environment_line(environment),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
+    """Left: test accuracy per epoch (or per update) of the first seed; right: final mean ± std."""
+    from common.plots import save_figure
+    import matplotlib.pyplot as plt
+
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
+    labels, means, stds, lows = [], [], [], []
+    for row in rows:
+        labels.append(row["variant"].label)
+        if not row["ok"]:
+            means.append(0.0)
+            stds.append(0.0)
+            continue
+        first = row["ok"][0]
+        history = [h for h in first["history"] if h.get("test_accuracy") is not None]
+        per_epoch = row["updates"] / row["spec"].epochs
+        xs = [h["epoch"] * (per_epoch if ablation.x_axis == "update" else 1) for h in history]
+        ys = [100 * h["test_accuracy"] for h in history]
+        curves.plot(xs, ys, marker="o", markersize=3, label=f"{row['variant'].label} (seed {first['seed']})")
+        tests = [100 * r["test_accuracy"] for r in row["ok"]]
+        means.append(float(np.mean(tests)))
+        stds.append(float(np.std(tests, ddof=1)) if len(tests) > 1 else 0.0)
+        lows.append(min(ys + [means[-1]]))
+    curves.set_xlabel("mini-batch updates" if ablation.x_axis == "update" else "epoch")
+    curves.set_ylabel("test accuracy %")
+    curves.set_title(f"{ablation.name}: test accuracy during training")
+    curves.grid(True, alpha=0.3)
+    if curves.lines:
+        curves.legend(fontsize=8, loc="lower right")
+    positions = np.arange(len(labels))
+    bars.bar(positions, means, yerr=stds, capsize=4, color="tab:blue")
+    for x, m, row in zip(positions, means, rows):
+        bars.text(x, m, f"{m:.2f}" if row["ok"] else "failed", ha="center", va="bottom", fontsize=8)
+    bars.set_xticks(positions, labels, rotation=15, ha="right", fontsize=8)
+    floor = min(lows, default=0.0)
+    bottom = 0.0 if floor < 50 else max(0.0, 5 * math.floor((floor - 2) / 5))
+    bars.set_ylim(bottom, 100)
+    curves.set_ylim(bottom, 100)
+    bars.set_ylabel("final test accuracy % (mean ± std over seeds)")
+    bars.set_title(f"{ablation.name}: final test accuracy")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def index_markdown(out: Path, ablations: list[Ablation], environment: dict, quick: bool) -> str:
+    """README.md: every ablation whose page exists in ``out``, with the reading read from its page."""
+    table = []
+    commands = []
+    for ablation in ablations:
+        page = out / f"{ablation.name}.md"
+        if not page.is_file():
+            continue
+        text = page.read_text(encoding="utf-8")
+        reading = next((line[len(READING_PREFIX):] for line in text.splitlines()
+                        if line.startswith(READING_PREFIX)), "")
+        table.append([f"[{ablation.name}]({ablation.name}.md)", ablation.question, reading])
+        match = re.search(r"Produced by `([^`]*)`", text)
+        if match:
+            commands.append(match.group(1))
+    images = f"{QUICK['train_size']:,}" if quick else f"all {NUM_TRAIN:,}"
+    parts = ["# Ablations: one idea at a time around the stage-04 design", ""]
+    if quick:
+        parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
+    parts += [
+        f"Base: the stage-04 design (784-128-64-10 ReLU, He init, Adam lr 0.001, batch 128) for a short "
+        f"budget ({plural(QUICK['epochs'] if quick else BASE_EPOCHS, 'epoch')}) on "
+        f"{images} training images; each ablation "
+        "changes one thing and keeps the rest fixed (its page says what). Every reading below is computed "
+        "from the numbers by `experiments/ablations.py`; at this short budget a ranking need not hold "
+        "after much longer training.",
+        "",
+        tabulate(table, headers=["ablation", "what is varied", "reading"], tablefmt="github",
+                 disable_numparse=True),
+        "",
+    ]
+    others = [c for c in dict.fromkeys(commands) if c != environment["command"]]
+    if others:
+        parts += ["Some pages were produced by " + ", ".join(f"`{c}`" for c in others)
+                  + "; each page lists its command and environment.", ""]
+    parts.append(environment_line(environment))
+    return "\n".join(parts) + "\n"
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog="python experiments/ablations.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated ablations to run: {','.join(ABLATION_NAMES)} (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; with --quick, 0)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (2,000 images, 1 epoch), for tests")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default results/ablations/; with --quick, results/quick/ablations/)")
+    parser.add_argument("--force", action="store_true", help="re-run results that are saved and unchanged")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    return parser.parse_args(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    only = parse_list(args.only)
+    if args.only is not None and not only:
+        raise UserError(f"--only needs one or more of {', '.join(ABLATION_NAMES)}")
+    if only:
+        unknown = [name for name in only if name not in ABLATION_NAMES]
+        if unknown:
+            raise UserError(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATION_NAMES)}")
+    seeds = parse_list(args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2"), int)
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError("--seeds needs one or more distinct non-negative integers, e.g. 0,1,2")
+    all_ablations = build_ablations(args.quick)
+    chosen = [a for a in all_ablations if only is None or a.name in only]
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+
+    base = load_specs([BASE_STAGE])[BASE_STAGE]
+    stage_file = stage_files()[BASE_STAGE]
+    data = load_data(args.data_dir)
+    runner = Runner(data, out / "runs", stage_file, args.force, not args.quiet)
+    environment = describe_environment()
+
+    summaries = []
+    for ablation in chosen:
+        specs = {v.name: variant_spec(base, ablation, v) for v in ablation.variants}
+        results = {v.name: [runner.run(f"ablation-{ablation.name}-{v.name}", specs[v.name], seed) for seed in seeds]
+                   for v in ablation.variants}
+        rows = summarise(ablation, specs, results)
+        reading = ablation.reading(rows, ablation)
+        atomic_write_text(out / f"{ablation.name}.csv", runs_frame(ablation, rows).to_csv(index=False))
+        plot_ablation(ablation, rows, out / f"{ablation.name}.png")
+        atomic_write_text(out / f"{ablation.name}.md",
+                          ablation_markdown(ablation, rows, reading, seeds, environment, args.quick))
+        summaries.append((ablation.name, rows, reading))
+    atomic_write_text(out / "README.md", index_markdown(out, all_ablations, environment, args.quick))
+
+    for name, rows, reading in summaries:
+        print(f"\n## {name}\n{results_table(rows)}\n{reading}")
+    print(f"\n{runner.trained} runs trained, {runner.reused} reused from {out / 'runs'}, {runner.shared} shared "
+          f"between ablations; {time.perf_counter() - started:.0f} s in all")
+    print(f"wrote {', '.join(f'{n}.md/.csv/.png' for n, _, _ in summaries)} and README.md in {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ablations; a bad option or input ends with one ``error:`` line and exit code 2."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

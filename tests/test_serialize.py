@@ -1,0 +1,159 @@
+"""Tests for common.serialize: round trip, pickle-free format, and one-line UserErrors naming the file
+for every kind of bad model file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from common.network import Network
+from common.serialize import load_network, save_network
+
+
+def make_network(dtype: str = "float32") -> Network:
+    net = Network.from_sizes([6, 5, 3], np.random.default_rng(0), activation="tanh", dtype=dtype,
+                             hidden_dropout=0.25)
+    net.flat_params[:] = np.random.default_rng(1).standard_normal(net.flat_params.size)
+    return net
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip(tmp_path, dtype):
+    """save -> load: same architecture, bit-identical parameters and predictions, metadata back."""
+    net = make_network(dtype)
+    metadata = {"pixel_scale": 255.0, "stage": "03", "notes": ["a", 1]}
+    path = save_network(tmp_path / "sub" / "model.npz", net, metadata)
+    assert path == tmp_path / "sub" / "model.npz" and path.is_file()
+    loaded, meta = load_network(path)
+    assert meta == metadata
+    assert loaded.architecture == net.architecture
+    assert loaded.dtype == net.dtype
+    assert np.array_equal(loaded.flat_params, net.flat_params)
+    x = np.random.default_rng(2).standard_normal((7, 6))
+    assert np.array_equal(loaded.predict_proba(x), net.predict_proba(x))
+    assert np.array_equal(loaded.predict(x), net.predict(x))
+
+
+def test_file_loads_without_pickle(tmp_path):
+    """The saved .npz opens with allow_pickle=False and holds a JSON header plus W0, b0, W1, b1."""
+    path = save_network(tmp_path / "model.npz", make_network())
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["W0", "W1", "b0", "b1", "header"]
+        header = json.loads(str(archive["header"]))
+        assert archive["W0"].shape == (6, 5)
+    assert header["architecture"]["sizes"] == [6, 5, 3]
+    assert header["metadata"] == {}
+
+
+def test_no_temporary_files_left(tmp_path):
+    """Saving (twice, overwriting) leaves only the model file in the directory."""
+    net = make_network()
+    save_network(tmp_path / "model.npz", net)
+    save_network(tmp_path / "model.npz", net, {"again": True})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+    assert load_network(tmp_path / "model.npz")[1] == {"again": True}
+
+
+def saved_arrays(tmp_path) -> dict:
+    path = save_network(tmp_path / "good.npz", make_network())
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def assert_user_error_names(path):
+    with pytest.raises(UserError) as info:
+        load_network(path)
+    message = str(info.value)
+    assert path.name in message, message
+    assert "\n" not in message
+
+
+def test_truncated_file(tmp_path):
+    """A model file cut in half: UserError naming the file."""
+    data = save_network(tmp_path / "good.npz", make_network()).read_bytes()
+    path = tmp_path / "truncated.npz"
+    path.write_bytes(data[: len(data) // 2])
+    assert_user_error_names(path)
+
+
+def test_random_bytes_file(tmp_path):
+    """Random bytes: UserError naming the file (and no pickle is ever loaded)."""
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(3).bytes(1000))
+    assert_user_error_names(path)
+
+
+def test_missing_key(tmp_path):
+    """An .npz without one of the weight arrays: UserError naming the file."""
+    arrays = saved_arrays(tmp_path)
+    del arrays["b1"]
+    path = tmp_path / "missing_key.npz"
+    np.savez(path, **arrays)
+    assert_user_error_names(path)
+
+
+def test_wrong_weight_shape(tmp_path):
+    """A weight matrix whose shape does not match the architecture: UserError naming the file."""
+    arrays = saved_arrays(tmp_path)
+    arrays["W1"] = np.zeros((4, 3), dtype=np.float32)
+    path = tmp_path / "wrong_shape.npz"
+    np.savez(path, **arrays)
+    assert_user_error_names(path)
+
+
+def test_missing_path(tmp_path):
+    """A path that does not exist: UserError naming it."""
+    assert_user_error_names(tmp_path / "nowhere.npz")
+
+
+def test_not_a_model_npz(tmp_path):
+    """A valid .npz of something else (no header), a plain .npy and a wrong format tag: UserError naming the file."""
+    other = tmp_path / "other.npz"
+    np.savez(other, data=np.arange(3))
+    assert_user_error_names(other)
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.arange(3))
+    assert_user_error_names(npy)
+    arrays = saved_arrays(tmp_path)
+    header = json.loads(str(arrays["header"]))
+    header["format"] = "someone-else/9"
+    arrays["header"] = np.array(json.dumps(header))
+    tagged = tmp_path / "tagged.npz"
+    np.savez(tagged, **arrays)
+    assert_user_error_names(tagged)
+
+
+def bad_activation(header):
+    header["architecture"]["activation"] = "softplus"
+    return json.dumps(header)
+
+
+def bad_sizes(header):
+    header["architecture"]["sizes"] = [6]
+    return json.dumps(header)
+
+
+def header_not_an_object(header):
+    return json.dumps(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize("corrupt", [bad_activation, bad_sizes, header_not_an_object])
+def test_corrupt_header_names_the_file(tmp_path, corrupt):
+    """A header that is JSON but not a valid architecture (unknown activation, too few sizes, not an
+    object): still one UserError naming the file, not a bare message or a traceback."""
+    arrays = saved_arrays(tmp_path)
+    arrays["header"] = np.array(corrupt(json.loads(str(arrays["header"]))))
+    path = tmp_path / f"{corrupt.__name__}.npz"
+    np.savez(path, **arrays)
+    assert_user_error_names(path)
+
+
+def test_non_numeric_weights_names_the_file(tmp_path):
+    """Weights of the right shape but a non-numeric dtype: UserError naming the file, not a ValueError."""
+    arrays = saved_arrays(tmp_path)
+    arrays["W0"] = np.full((6, 5), "x")
+    path = tmp_path / "strings.npz"
+    np.savez(path, **arrays)
+    assert_user_error_names(path)
