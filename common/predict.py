@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from common.cli import OneLineParser
 from common.errors import UserError, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -254,15 +255,8 @@ def format_prediction(probabilities: np.ndarray, top: int = TOP_K) -> list[str]:
                                               for k in order]
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """A bad option ends with one ``error:`` line and exit code 2, not the usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m common.predict",
+    parser = OneLineParser(prog="python -m common.predict",
                             description="Predict the digit in your own image (PNG or JPEG) with a trained network.")
     parser.add_argument("image", help="the image file: a digit, dark on light or light on dark, any size")
     parser.add_argument("--model", default=None,

@@ -20,6 +20,8 @@ from tabulate import tabulate
 
 from common import data as mnist
 from common.augment import random_shift
+from common.cli import (OneLineParser, hidden_sizes, non_negative_int, positive_float,  # noqa: F401
+                        positive_int)
 from common.environment import REPO_ROOT, describe_environment
 from common.errors import UserError, run_cli
 from common.files import atomic_write_json, atomic_write_text
@@ -255,63 +257,6 @@ def write_outputs(spec: StageSpec, metrics: dict, network: Network, test: Split,
 
 # -- command line --------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def hidden_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 128,64, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"hidden layer widths must be positive, got {text!r}")
-    return sizes
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option ends with one ``error:`` line (and exit code 2), not the usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=f"python stages/{spec.name}.py",
@@ -344,6 +289,8 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
                        help=f"weight initialisation: {', '.join(INITIALIZERS)} (default {spec.init})")
     hyper.add_argument("--optimizer", default=None,
                        help=f"{', '.join(OPTIMIZERS)} (default {spec.optimizer})")
+    hyper.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                       help=f"learning-rate schedule over the run (default {spec.schedule})")
     hyper.add_argument("--train-size", type=positive_int, default=None,
                        help=f"train on a seeded random sample of this many images (default "
                             f"{spec.train_size or 'all 60,000'})")
@@ -362,7 +309,7 @@ def spec_from_args(spec: StageSpec, args: argparse.Namespace) -> StageSpec:
         spec = dataclasses.replace(spec, **spec.quick)
     overrides = {
         "epochs": args.epochs, "lr": args.lr, "activation": args.activation, "init": args.init,
-        "optimizer": args.optimizer, "train_size": args.train_size,
+        "optimizer": args.optimizer, "train_size": args.train_size, "schedule": args.schedule,
         "validation_size": args.validation_size, "eval_every": args.eval_every,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}

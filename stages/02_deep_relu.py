@@ -11,7 +11,7 @@ Still full-batch gradient descent: one update per pass over all 60,000 images.
 Open choices, and how they were made: the source fixes neither a learning rate nor a budget for
 full-batch descent. The learning rate 0.5 was the best of 0.1 / 0.2 / 0.5 / 1.0 on a 10,000-image
 validation split carved from the training images (never the test set), with the command in
-results/tuning/README.md. 400 iterations keep the run around a minute on a 2-core machine;
+results/tuning/02_deep_relu.md. 400 iterations keep the run around a minute on a 2-core machine;
 accuracy is still creeping up then, which is stage 03's point: one update per 60,000 images is slow.
 
 Run: python stages/02_deep_relu.py [--quick] [--lr 0.5] [--epochs 400] [--help]

@@ -7,11 +7,17 @@ are noisy. The bias correction (``m_hat = m / (1 - beta1**t)``) undoes the zero 
 averages in the first steps (docs/math.md#adam). Settings as published: lr 0.001, batch 128,
 beta1 0.9, beta2 0.999, eps 1e-8, [784, 128, 64, 10] ReLU with He initialisation.
 
-Open choices, and how they were made: the source ran 1,000 epochs; the training accuracy passes
-99.5 % within about 15, so more epochs alone do not help. 20 epochs, decided on a 10,000-image
-validation split carved from the training images (command in results/tuning/README.md).
+Open choices, and how they were made: the source ran 1,000 epochs at a constant learning rate;
+the training accuracy passes 99.5 % within about 15 epochs, so more epochs alone do not help.
+On a 10,000-image validation split carved from the training images (never the test set; table and
+command in results/tuning/04_adam.md), letting the learning rate decay from 0.001 to 0 along a
+cosine over the run beat the constant rate at every budget tried (97.97 % vs 97.15 % at 20 epochs),
+and 30 epochs added only 0.02 points over 20. So: 20 epochs with cosine decay, the one departure
+from the published settings (``--schedule constant`` restores them). Why decay helps: late in
+training, a smaller step stops Adam bouncing around the minimum it has found
+(docs/math.md#learning-rate-schedules).
 
-Run: python stages/04_adam.py [--quick] [--lr 0.001] [--batch-size 128] [--epochs 20] [--help]
+Run: python stages/04_adam.py [--quick] [--lr 0.001] [--schedule constant] [--epochs 20] [--help]
 """
 import sys
 from pathlib import Path
@@ -23,10 +29,10 @@ from common.runner import StageSpec, main
 SPEC = StageSpec(
     name="04_adam",
     title="Adam",
-    adds="Adam with bias correction, lr 0.001 (the second source design)",
+    adds="Adam with bias correction, lr 0.001 decaying on a cosine (the second source design)",
     sizes=(784, 128, 64, 10),
     init="he",
-    optimizer="adam", lr=0.001, epochs=20, batch_size=128,
+    optimizer="adam", lr=0.001, schedule="cosine", epochs=20, batch_size=128,
     reproduces="second source design (L layers, mini-batches, Adam)",
     published_accuracy=0.98,
     published_note="on the official 10,000-image test set",
