@@ -22,10 +22,11 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     batch = logits.shape[0]
     rows = np.arange(batch)
     shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
+    picked = shifted[rows, labels]
+    exp = np.exp(shifted, out=shifted)
     sums = exp.sum(axis=1)
     # log p[i, y_i] = shifted[i, y_i] - log(sum_j exp(shifted[i, j])); sums >= 1, so no log(0)
-    log_likelihood = shifted[rows, labels] - np.log(sums)
+    log_likelihood = picked - np.log(sums)
     loss = -float(np.mean(log_likelihood, dtype=np.float64))
     dlogits = exp
     dlogits /= sums[:, None]

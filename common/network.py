@@ -133,13 +133,16 @@ class Network:
                 break
 
     # -- parameters -----------------------------------------------------------------------
-    def parameters(self, fused: bool = True) -> list[Parameter]:
+    def parameters(self, fused: bool | str = True) -> list[Parameter]:
         """The ``(name, parameter, gradient)`` triples an optimizer updates.
 
-        ``fused=True``: two long vectors, ``("W", all weights, their grads)`` and ``("b", ...)``.
-        ``fused=False``: one triple per layer and key, e.g. ``("0.W", W, dW)``. Both views alias
-        the same memory, so an element-wise optimizer gives identical results either way.
+        ``fused=True``: two long vectors, ``("W", all weights, their grads)`` and ``("b", ...)``
+        (weight decay applies to names ending in ``W``). ``fused="all"``: one vector of everything.
+        ``fused=False``: one triple per layer and key, e.g. ``("0.W", W, dW)``. All alias the same
+        memory, so an element-wise optimizer gives identical results whichever is used.
         """
+        if fused == "all":
+            return [("all", self.flat_params, self.flat_grads)]
         if fused:
             n = self._num_weights
             return [("W", self.flat_params[:n], self.flat_grads[:n]),

@@ -66,7 +66,8 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     eval_sets = dict(eval_sets or {})
-    parameters = network.parameters()
+    # Without weight decay every parameter is treated alike: hand the optimizer one long vector.
+    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)
     history: list[dict] = []
     started = time.perf_counter()
     train_seconds = 0.0
