@@ -37,7 +37,6 @@ import hashlib
 import http.client
 import os
 import pickle
-import secrets
 import shlex
 import struct
 import subprocess
@@ -49,11 +48,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
 from common.errors import UserError, run_cli
+from common.files import atomic_open
 
 try:  # numpy >= 2 renamed numpy.core to numpy._core
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -378,31 +378,14 @@ def check_files(data_dir: str | os.PathLike | None = None) -> list[FileCheck]:
 
 # --------------------------------------------------------------------------- writing
 
-def _atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``dest`` via a hidden ``.NAME.part-XXXX`` file in the same directory and os.replace."""
-    tmp = dest.with_name(f".{dest.name}.part-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, dest)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-
-
 def _write_idx_gz(dest: Path, header: bytes, payload: np.ndarray) -> None:
     """Atomically write ``header`` + ``payload`` bytes, gzip-compressed, to ``dest``."""
     stem = dest.name.removesuffix(".gz")
 
-    def write(handle: BinaryIO) -> None:
-        with gzip.GzipFile(filename=stem, mode="wb", fileobj=handle, compresslevel=GZIP_LEVEL,
-                           mtime=0) as gz:
-            gz.write(header)
-            gz.write(np.ascontiguousarray(payload, dtype=np.uint8).data)
-
-    _atomic_write(dest, write)
+    with atomic_open(dest) as handle, gzip.GzipFile(filename=stem, mode="wb", fileobj=handle,
+                                                    compresslevel=GZIP_LEVEL, mtime=0) as gz:
+        gz.write(header)
+        gz.write(np.ascontiguousarray(payload, dtype=np.uint8).data)
 
 
 def write_idx_images(dest: str | os.PathLike, images: np.ndarray) -> None:
@@ -581,7 +564,7 @@ def _download(url: str, dest: Path, expected_md5: str | None, progress: bool) ->
     """Download ``url`` atomically to ``dest``, checking its MD5; raises OSError or DataError."""
     label = dest.name
 
-    def write(handle: BinaryIO) -> None:
+    with atomic_open(dest) as handle:
         digest = hashlib.md5()
         with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0)
@@ -597,8 +580,6 @@ def _download(url: str, dest: Path, expected_md5: str | None, progress: bool) ->
             print(file=sys.stderr, flush=True)
         if expected_md5 is not None and digest.hexdigest() != expected_md5:
             raise DataError(f"MD5 {digest.hexdigest()} differs from the official {expected_md5}")
-
-    _atomic_write(dest, write)
 
 
 def _fetch_from_mirrors(data_dir: Path, names: Sequence[str], progress: bool) -> tuple[list[str], dict[str, str]]:

@@ -8,10 +8,6 @@ Conventions (as in CS231n's ``layers.py``, and the same for every layer):
   returns dLoss/dInput (same shape as ``x``);
 * ``params`` and ``grads`` are dicts with matching keys (``"W"``, ``"b"``); activations have none.
 
-To save a copy per layer and step, ``ReLU`` overwrites its input in ``forward`` and its ``dout``
-in ``backward``: inside a network both are fresh arrays that nothing else holds (the output of
-the ``Dense`` layer before it, the input gradient from the layer after it).
-
 The maths of each backward pass is in ``docs/math.md``.
 """
 from __future__ import annotations
@@ -74,11 +70,11 @@ class ReLU(Layer):
     """``max(0, x)``; its derivative is 1 where the output is positive, else 0."""
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self._out = np.maximum(x, 0, out=x)  # in place: see the module docstring
+        self._out = np.maximum(x, 0)
         return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return np.multiply(dout, self._out > 0, out=dout)
+        return dout * (self._out > 0)
 
 
 class Tanh(Layer):

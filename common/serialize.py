@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
+from common.files import atomic_open
 from common.layers import Dense
 from common.network import Architecture, Network
 
@@ -28,15 +28,8 @@ def save_network(path: str | os.PathLike, network: Network, metadata: dict | Non
     for index, layer in enumerate(network.dense_layers()):
         arrays[f"W{index}"] = layer.params["W"]
         arrays[f"b{index}"] = layer.params["b"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        np.savez(file, **arrays)
     return path
 
 

@@ -1,18 +1,20 @@
 """Ablations: vary one idea at a time around the stage-04 design, everything else fixed.
 
-    python experiments/ablations.py                          # all five, seeds 0,1,2 (about 10 minutes)
+    python experiments/ablations.py                          # all five, seeds 0,1,2 (~4 min on 2 free cores)
     python experiments/ablations.py --only optimizer,init --seeds 0
     python experiments/ablations.py --quick --out /tmp/abl   # tiny budgets, for tests
 
 The first source design listed as "future work" other activations, RMSprop/Adam and other
-hyper-parameters; this script measures them. The base is the stage-04 design ([784, 128, 64, 10]
-ReLU, He initialisation, Adam lr 0.001, batch 128) with a SHORT fixed budget of 10 epochs (5 for the
-deeper network of the init ablation), so the whole study fits in about ten minutes; the numbers are
+hyper-parameters; this script measures them. The base is the stage-04 design as
+``stages/04_adam.py`` defines it ([784, 128, 64, 10] ReLU, He initialisation, Adam lr 0.001 with
+that stage's learning-rate schedule, batch 128) with a SHORT fixed budget of 10 epochs (5 for the
+deeper network of the init ablation): 45 training runs, about 4 minutes on 2 free cores; the numbers are
 therefore below stage 04's 20-epoch result, and a ranking at this budget need not hold after much
-longer training. Every variant is trained
-with each seed on the same data (all 60,000 training images unless the ablation varies that) and
-judged on the official 10,000-image test set. Nothing here was chosen by looking at test accuracy:
-the learning rates are common defaults, not tuned.
+longer training. Every variant is trained with each seed on the same data (all 60,000 training
+images unless the ablation varies that) and judged on the official 10,000-image test set. Nothing
+here was chosen by looking at test accuracy: the learning rates are common defaults, not tuned.
+If the numeric code changes on disk while a study runs, it stops (results so far are kept) and
+asks to be run again, so that no result is saved under the fingerprint of code it did not run.
 
 The ablations (names for --only):
   optimizer    gradient descent / momentum / RMSprop / Adam, each at its usual default learning rate
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -56,6 +59,7 @@ from common.environment import REPO_ROOT, describe_environment  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.files import atomic_write_json, atomic_write_text  # noqa: E402
 from common.runner import OneLineParser, StageSpec, load_data  # noqa: E402
+from experiments import compare  # noqa: E402
 from experiments.compare import fingerprint, parse_list, percent, run_or_resume  # noqa: E402
 from experiments.stage_loader import load_specs, stage_files  # noqa: E402
 
@@ -85,7 +89,8 @@ class Variant:
 class Ablation:
     name: str
     question: str                 # what is varied (one line)
-    fixed: str                    # what is held fixed (one line, for the .md)
+    varies: frozenset             # the StageSpec fields the variants change (the one idea)
+    note: str                     # a remark on the fixed settings (the .md lists them from the specs)
     base: dict                    # StageSpec overrides of the stage-04 design shared by all variants
     variants: tuple[Variant, ...]
     x_axis: str                   # "epoch" or "update": x axis of the learning curves
@@ -100,6 +105,41 @@ def updates_of(spec: StageSpec, train_size: int) -> int:
 
 def train_size_of(spec: StageSpec) -> int:
     return spec.train_size if spec.train_size is not None else NUM_TRAIN - spec.holdout_size - spec.validation_size
+
+
+def schedule_text(spec: StageSpec) -> str:
+    return "constant learning rate" if spec.schedule == "constant" else f"{spec.schedule} learning-rate decay"
+
+
+NICE = {"he": "He", "xavier": "Xavier", "normal": "fixed-scale normal", "relu": "ReLU", "tanh": "tanh",
+        "sigmoid": "sigmoid"}
+
+
+def optimizer_text(spec: StageSpec) -> str:
+    """E.g. "Adam lr 0.001 with cosine decay" or "momentum (mu 0.9) lr 0.01, constant"."""
+    label = spec.optimizer_label().replace("momentum", "momentum (mu 0.9)")
+    if spec.schedule == "constant":
+        return label + ", constant"
+    return label.replace(f", {spec.schedule}", f" with {spec.schedule} decay")
+
+
+def describe_fixed(spec: StageSpec, varies: frozenset) -> str:
+    """The settings an ablation holds fixed, read off one of its specs (so it never goes stale)."""
+    parts = ["-".join(str(n) for n in spec.sizes) + ("" if "activation" in varies else f" {NICE[spec.activation]}")]
+    if "init" not in varies:
+        parts.append(f"{NICE[spec.init]} init" + (f" (scale {spec.init_scale:g})" if spec.init_scale is not None else ""))
+    if "optimizer" in varies:
+        parts.append(schedule_text(spec))
+    else:
+        parts.append(optimizer_text(spec))
+    if "batch_size" not in varies:
+        parts.append(f"batch {spec.batch_size or 'full'}")
+    if "epochs" not in varies:
+        parts.append(plural(spec.epochs, "epoch"))
+    if "train_size" not in varies:
+        n = train_size_of(spec)
+        parts.append(f"all {n:,} training images" if spec.train_size is None else f"{n:,} training images")
+    return ", ".join(parts)
 
 
 # -- readings: computed from the numbers, never typed ----------------------------------------
@@ -167,16 +207,17 @@ def resolution(rows: list[dict]) -> str:
 
 
 def read_optimizer(rows: list[dict], ablation: Ablation) -> str:
-    epochs, updates = rows[0]["spec"].epochs, rows[0]["updates"]
-    return (f"At {plural(epochs, 'epoch')} ({plural(updates, 'update')} of batch {rows[0]['spec'].batch_size}), "
-            f"{ranking(rows)}{resolution(rows)}; each optimizer uses its standard default learning rate "
+    spec, updates = rows[0]["spec"], rows[0]["updates"]
+    peak = "" if spec.schedule == "constant" else f" (as the peak of a {spec.schedule} decay)"
+    return (f"At {plural(spec.epochs, 'epoch')} ({plural(updates, 'update')} of batch {spec.batch_size}), "
+            f"{ranking(rows)}{resolution(rows)}; each optimizer uses its standard default learning rate{peak} "
             f"(GD 0.1, momentum 0.01 with mu 0.9, i.e. an effective 0.1; RMSprop 0.001; Adam 0.001), "
             f"not tuned{failed_clause(rows)}.")
 
 
 def read_activation(rows: list[dict], ablation: Ablation) -> str:
     spec = rows[0]["spec"]
-    return (f"With He initialisation, Adam lr {spec.lr:g} and {plural(spec.epochs, 'epoch')} for all three, "
+    return (f"With {NICE[spec.init]} initialisation, {optimizer_text(spec)} and {plural(spec.epochs, 'epoch')} for all three, "
             f"{ranking(rows)}{resolution(rows)}; tanh and sigmoid are usually paired with Xavier "
             f"initialisation, which is not used here so that only the activation changes{failed_clause(rows)}.")
 
@@ -185,7 +226,7 @@ def read_init(rows: list[dict], ablation: Ablation) -> str:
     spec = rows[0]["spec"]
     by_name = {r["variant"].name: r for r in rows}
     arch = "-".join(str(n) for n in spec.sizes)
-    text = (f"In the deep {arch} ReLU network trained with momentum SGD (lr {spec.lr:g}, mu 0.9) for "
+    text = (f"In the deep {arch} {NICE[spec.activation]} network trained with {optimizer_text(spec)} for "
             f"{plural(spec.epochs, 'epoch')}, {ranking(rows)}")
     small = by_name.get("normal-0.001")
     if small and small["ok"]:
@@ -220,7 +261,7 @@ def read_data_budget(rows: list[dict], ablation: Ablation) -> str:
 def read_batch_size(rows: list[dict], ablation: Ablation) -> str:
     spec = rows[0]["spec"]
     ok = [r for r in rows if r["ok"]]
-    text = (f"At {plural(spec.epochs, 'epoch')} and the same Adam lr {spec.lr:g} for every batch size (the learning rate "
+    text = (f"At {plural(spec.epochs, 'epoch')} and the same {optimizer_text(spec)} for every batch size (the learning rate "
             f"was NOT rescaled with the batch), {ranking(rows)}{resolution(rows)}")
     if ok:
         few, many = min(ok, key=lambda r: r["updates"]), max(ok, key=lambda r: r["updates"])
@@ -254,7 +295,8 @@ def build_ablations(quick: bool) -> list[Ablation]:
     return [
         Ablation(
             "optimizer", "the optimizer, each at its standard default learning rate",
-            "784-128-64-10 ReLU, He init, batch 128, same epochs",
+            frozenset({"optimizer", "lr"}),
+            "the learning rates are common defaults, not tuned; momentum uses mu 0.9",
             base,
             (Variant("gd", "gradient descent (lr 0.1)", {"optimizer": "gd", "lr": 0.1}),
              Variant("momentum", "momentum (lr 0.01, mu 0.9)", {"optimizer": "momentum", "lr": 0.01}),
@@ -263,8 +305,9 @@ def build_ablations(quick: bool) -> list[Ablation]:
             "epoch", read_optimizer),
         Ablation(
             "activation", "the hidden activation",
-            "784-128-64-10, He init for all (not the Xavier init usually paired with tanh/sigmoid), "
-            "Adam lr 0.001, batch 128, same epochs",
+            frozenset({"activation"}),
+            "the same He init for all three, not the Xavier init usually paired with tanh and sigmoid, so "
+            "that only the activation changes",
             base,
             (Variant("relu", "ReLU", {"activation": "relu"}),
              Variant("tanh", "tanh", {"activation": "tanh"}),
@@ -272,8 +315,9 @@ def build_ablations(quick: bool) -> list[Ablation]:
             "epoch", read_activation),
         Ablation(
             "init", "the weight initialisation, in a deep network",
-            "784-256-256-256-256-10 ReLU, momentum SGD lr 0.01 (mu 0.9), batch 128, same epochs; "
-            "momentum rather than Adam, whose per-weight rescaling would hide much of the effect",
+            frozenset({"init", "init_scale"}),
+            "a deeper network than stage 04, where the initial scale matters most, and momentum rather than "
+            "Adam, whose per-weight rescaling of the gradients would hide much of the effect",
             {**base, "epochs": init_epochs, "sizes": DEEP_SIZES, "optimizer": "momentum", "lr": 0.01},
             (Variant("normal-0.001", "0.001 * randn (first design)", {"init": "normal", "init_scale": 0.001}),
              Variant("xavier", "Xavier", {"init": "xavier"}),
@@ -281,14 +325,16 @@ def build_ablations(quick: bool) -> list[Ablation]:
             "epoch", read_init),
         Ablation(
             "data_budget", "the number of training images, at a fixed number of updates",
-            "784-128-64-10 ReLU, He init, Adam lr 0.001, batch 128; epochs chosen so every size gets "
-            "about the same number of mini-batch updates as the base budget on all images",
+            frozenset({"train_size", "epochs", "eval_every"}),
+            "the epochs are chosen so that every size gets about the same number of mini-batch updates as "
+            "the base budget on all images (small sets are passed over many more times)",
             {k: v for k, v in base.items() if k != "train_size"},
             budgets,
             "update", read_data_budget),
         Ablation(
             "batch_size", "the mini-batch size, at the same epochs and learning rate",
-            "784-128-64-10 ReLU, He init, Adam lr 0.001 (not rescaled with the batch), same epochs",
+            frozenset({"batch_size"}),
+            "the learning rate is NOT rescaled with the batch size, and larger batches make fewer updates",
             base,
             tuple(Variant(str(b), f"batch {b}", {"batch_size": b}) for b in (32, 128, 512, 2048)),
             "epoch", read_batch_size),
@@ -325,6 +371,14 @@ def saved_fingerprint(path: Path) -> str | None:
         return None
 
 
+def code_digest(stage_file: Path) -> str:
+    """A hash of the files whose change invalidates a result (those compare.fingerprint reads)."""
+    digest = hashlib.sha256()
+    for path in [*(compare.REPO_ROOT / name for name in compare.NUMERIC_CODE), stage_file]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 class Runner:
     """run_or_resume, plus: a run whose fingerprint equals one already finished under another key
     is copied to its own key (and then reused by run_or_resume) instead of trained again."""
@@ -334,8 +388,17 @@ class Runner:
         self.force, self.progress = force, progress
         self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it (this session)
         self.trained = self.reused = self.shared = 0
+        self.code = code_digest(stage_file)  # the code this process imported
+
+    def check_code(self) -> None:
+        """Stop if the numeric code changed on disk since this process imported it: a result trained
+        now would be saved with the fingerprint of code it did not run."""
+        if code_digest(self.stage_file) != self.code:
+            raise UserError("the numeric code (common/ or stages/04_adam.py) changed while the study ran; "
+                            "the results so far are saved: run the same command again to continue with the new code")
 
     def run(self, key: str, spec: StageSpec, seed: int) -> dict:
+        self.check_code()
         stamp = fingerprint(spec, seed, self.stage_file)
         path = run_path(self.runs_dir, key, seed)
         saved = saved_fingerprint(path) == stamp
@@ -415,7 +478,8 @@ def ablation_markdown(ablation: Ablation, rows: list[dict], reading: str, seeds:
     if quick:
         parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
     parts += [
-        f"Varied: {ablation.question}. Fixed: {ablation.fixed}. Seeds {', '.join(map(str, seeds))}; "
+        f"Varied: {ablation.question}. Fixed: {describe_fixed(rows[0]['spec'], ablation.varies)}; "
+        f"{ablation.note}. Seeds {', '.join(map(str, seeds))}; "
         "accuracies are mean ± standard deviation over the seeds on the official 10,000-image test set "
         "(train accuracy on the images trained on); time is the mean wall-clock seconds of one run, "
         "training and evaluation, and depends on what else the machine was doing.",
@@ -460,13 +524,14 @@ def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
     curves.grid(True, alpha=0.3)
     if curves.lines:
         curves.legend(fontsize=8, loc="lower right")
+    floor = min(lows, default=0.0)
+    bottom = 0.0 if floor < 50 else max(0.0, 5 * math.floor((floor - 2) / 5))
     positions = np.arange(len(labels))
     bars.bar(positions, means, yerr=stds, capsize=4, color="tab:blue")
     for x, m, row in zip(positions, means, rows):
-        bars.text(x, m, f"{m:.2f}" if row["ok"] else "failed", ha="center", va="bottom", fontsize=8)
+        bars.text(x, max(m, bottom), f"{m:.2f}" if row["ok"] else "failed", ha="center", va="bottom",
+                  fontsize=8, color="black" if row["ok"] else "tab:red")
     bars.set_xticks(positions, labels, rotation=15, ha="right", fontsize=8)
-    floor = min(lows, default=0.0)
-    bottom = 0.0 if floor < 50 else max(0.0, 5 * math.floor((floor - 2) / 5))
     bars.set_ylim(bottom, 100)
     curves.set_ylim(bottom, 100)
     bars.set_ylabel("final test accuracy % (mean ± std over seeds)")
@@ -475,7 +540,7 @@ def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
-def index_markdown(out: Path, ablations: list[Ablation], environment: dict, quick: bool) -> str:
+def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, environment: dict, quick: bool) -> str:
     """README.md: every ablation whose page exists in ``out``, with the reading read from its page."""
     table = []
     commands = []
@@ -490,14 +555,11 @@ def index_markdown(out: Path, ablations: list[Ablation], environment: dict, quic
         match = re.search(r"Produced by `([^`]*)`", text)
         if match:
             commands.append(match.group(1))
-    images = f"{QUICK['train_size']:,}" if quick else f"all {NUM_TRAIN:,}"
     parts = ["# Ablations: one idea at a time around the stage-04 design", ""]
     if quick:
         parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
     parts += [
-        f"Base: the stage-04 design (784-128-64-10 ReLU, He init, Adam lr 0.001, batch 128) for a short "
-        f"budget ({plural(QUICK['epochs'] if quick else BASE_EPOCHS, 'epoch')}) on "
-        f"{images} training images; each ablation "
+        f"Base: the stage-04 design with a short budget: {describe_fixed(base, frozenset())}; each ablation "
         "changes one thing and keeps the rest fixed (its page says what). Every reading below is computed "
         "from the numbers by `experiments/ablations.py`; at this short budget a ranking need not hold "
         "after much longer training.",
@@ -553,6 +615,7 @@ def _main(argv: Sequence[str] | None) -> int:
     base = load_specs([BASE_STAGE])[BASE_STAGE]
     stage_file = stage_files()[BASE_STAGE]
     data = load_data(args.data_dir)
+    study_base = variant_spec(base, all_ablations[0], Variant("base", "base", {}))
     runner = Runner(data, out / "runs", stage_file, args.force, not args.quiet)
     environment = describe_environment()
 
@@ -568,7 +631,7 @@ def _main(argv: Sequence[str] | None) -> int:
         atomic_write_text(out / f"{ablation.name}.md",
                           ablation_markdown(ablation, rows, reading, seeds, environment, args.quick))
         summaries.append((ablation.name, rows, reading))
-    atomic_write_text(out / "README.md", index_markdown(out, all_ablations, environment, args.quick))
+    atomic_write_text(out / "README.md", index_markdown(out, all_ablations, study_base, environment, args.quick))
 
     for name, rows, reading in summaries:
         print(f"\n## {name}\n{results_table(rows)}\n{reading}")

@@ -229,3 +229,18 @@ def test_failed_variant_is_reported_and_others_continue(tmp_path, monkeypatch) -
     reading = next(line for line in page.splitlines() if line.startswith(ablations.READING_PREFIX))
     assert "gradient descent (lr 0.1) is best" in reading and "gradient descent (lr 1e9) failed" in reading
     assert (tmp_path / "optimizer.png").is_file()
+
+
+def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
+    for name in compare.NUMERIC_CODE:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    stage_file = tmp_path / "04_adam.py"
+    shutil.copy(stage_files()["04"], stage_file)
+    monkeypatch.setattr(compare, "REPO_ROOT", tmp_path)
+    runner = ablations.Runner(None, tmp_path / "runs", stage_file, force=False, progress=False)
+    runner.check_code()  # unchanged: no error
+    with open(tmp_path / compare.NUMERIC_CODE[0], "a") as file:
+        file.write("\n# edited\n")
+    with pytest.raises(ablations.UserError, match="changed while the study ran"):
+        runner.check_code()

@@ -1,0 +1,252 @@
+"""How fast is our core? Seconds per epoch and achieved GFLOP/s against this machine's matmul peak.
+
+Three measurements, each printed as seconds, GFLOP/s and fraction of the peak:
+
+(a) the float32 matrix-multiply peak: the median time of several large square products
+    (2048^3 and 4096^3, ``np.matmul(a, b, out=c)``), 2 n^3 flops each; the best of the two
+    medians is "the peak";
+(b) our Adam, batch-128 epoch of ``[784, 128, 64, 10]`` over the 60,000 real MNIST training
+    images (``common.train.train``): median seconds per epoch over ``--epochs`` epochs after one
+    warm-up epoch;
+(c) one full-batch forward + backward pass (no optimizer step) of stage 02's network, the same
+    ``[784, 128, 64, 10]``, on all 60,000 images: median of ``--repeats`` passes after a warm-up.
+
+Flops of one pass over N examples (both (b) and (c); only the matrix products are counted,
+so everything else, Adam, softmax, ReLU, batch gathering, counts as overhead)::
+
+    GFLOP = N * 2 * (forward MACs + weight-gradient MACs + input-gradient MACs except layer 1) / 1e9
+          = 60,000 * 2 * (109,184 + 109,184 + 8,832) / 1e9 = 27.26
+
+with forward MACs = weight-gradient MACs = 784*128 + 128*64 + 64*10 and input-gradient MACs
+= 128*64 + 64*10 (nobody needs dLoss/dPixels).
+
+Threads: ``--threads N`` sets OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS and
+re-executes the interpreter so the BLAS starts with them; without it the environment is left as
+it is and the thread count the BLAS uses is reported.
+
+Run: python benchmarks/core_speed.py [--threads N] [--epochs 5] [--repeats 7] [--json PATH] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # so `common` imports when run as a script
+
+import numpy as np  # noqa: E402  (after the path set-up; thread env handled by re-exec below)
+
+from common.cli import OneLineParser, positive_int  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SIZES = (784, 128, 64, 10)
+BATCH_SIZE = 128
+PEAK_SIZES = (2048, 4096)
+_REEXEC_MARK = "_CORE_SPEED_REEXEC"
+
+
+# --------------------------------------------------------------------------- threads
+
+def ensure_blas_threads(threads: int | None) -> None:
+    """Make the BLAS use ``threads`` threads: set the env vars and, if they changed, re-exec.
+
+    OpenBLAS reads its thread count once, when NumPy is first imported, so the only reliable
+    way is to start again with the variables set. ``None`` leaves the environment as it is.
+    """
+    if threads is None:
+        return
+    wanted = str(threads)
+    if all(os.environ.get(var) == wanted for var in THREAD_VARS):
+        return
+    if os.environ.get(_REEXEC_MARK):  # the variables did not stick: do not loop
+        raise UserError(f"could not set {', '.join(THREAD_VARS)} to {wanted}")
+    for var in THREAD_VARS:
+        os.environ[var] = wanted
+    os.environ[_REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
+
+
+def blas_threads() -> int:
+    """The number of threads NumPy's BLAS will use (threadpoolctl if present, else env / CPUs)."""
+    try:
+        from threadpoolctl import threadpool_info  # optional: only for reporting
+
+        counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"
+                  and "numpy" in str(info.get("filepath", "")).replace("\\", "/").split("/site-packages/")[-1]]
+        if not counts:
+            counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+        if counts:
+            return int(counts[0])
+    except Exception:  # threadpoolctl missing or its layout changed
+        pass
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- flops
+
+def network_gflop(sizes: Sequence[int] = SIZES, num_examples: int = 60_000) -> float:
+    """Matmul GFLOP of one forward + backward pass over ``num_examples`` (see the module doc)."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(a * b for a, b in pairs)
+    weight_grad = forward
+    input_grad = sum(a * b for a, b in pairs[1:])
+    return num_examples * 2 * (forward + weight_grad + input_grad) / 1e9
+
+
+# --------------------------------------------------------------------------- measurements
+
+def matmul_peak(sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5) -> dict:
+    """Median seconds and GFLOP/s of ``repeats`` float32 ``n x n`` products for each ``n``.
+
+    Returns ``{"gflops": best median GFLOP/s, "by_size": {n: {"seconds", "gflops"}}}``.
+    """
+    rng = np.random.default_rng(0)
+    by_size = {}
+    for n in sizes:
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        c = np.empty((n, n), dtype=np.float32)
+        np.matmul(a, b, out=c)  # warm-up: threads started, pages touched
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.matmul(a, b, out=c)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        by_size[n] = {"seconds": seconds, "gflops": 2 * n ** 3 / seconds / 1e9}
+    return {"gflops": max(entry["gflops"] for entry in by_size.values()), "by_size": by_size}
+
+
+def load_training_data(data_dir: str | None = None):
+    """``(x_train float32 [0, 1], y_train, x_test float32, y_test)`` from the real MNIST."""
+    from common.data import load_mnist, scale_pixels
+
+    mnist = load_mnist(data_dir, progress=False)
+    return (scale_pixels(mnist.train_images, "unit"), mnist.train_labels,
+            scale_pixels(mnist.test_images, "unit"), mnist.test_labels)
+
+
+def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, seed: int = 0) -> list[float]:
+    """Seconds of each of ``epochs`` Adam, batch-128 epochs of our core after ``warmup`` epochs."""
+    from common.network import Network
+    from common.optimizers import Adam
+    from common.train import train
+
+    rng = np.random.default_rng(seed)
+    network = Network.from_sizes(list(SIZES), rng)
+    history = train(network, Adam(lr=1e-3), x, y, epochs=warmup + epochs, rng=rng,
+                    batch_size=BATCH_SIZE, progress=False)
+    cumulative = [0.0] + [record["train_seconds"] for record in history]
+    return [b - a for a, b in zip(cumulative[:-1], cumulative[1:])][warmup:]
+
+
+def fullbatch_times(x: np.ndarray, y: np.ndarray, repeats: int = 7, seed: int = 0) -> list[float]:
+    """Seconds of ``repeats`` full-batch forward + loss + backward passes (after one warm-up)."""
+    from common.loss import softmax_cross_entropy
+    from common.network import Network
+
+    network = Network.from_sizes(list(SIZES), np.random.default_rng(seed))
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        logits = network.forward(x, training=True)
+        _, dlogits = softmax_cross_entropy(logits, y)
+        network.backward(dlogits)
+        return time.perf_counter() - start
+
+    one_pass()
+    return [one_pass() for _ in range(repeats)]
+
+
+def summarize(seconds: float, gflop: float, peak_gflops: float) -> dict:
+    gflops = gflop / seconds
+    return {"seconds": seconds, "gflop": gflop, "gflops": gflops, "peak_fraction": gflops / peak_gflops}
+
+
+# --------------------------------------------------------------------------- command line
+
+_Parser = OneLineParser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(description="Seconds per epoch and GFLOP/s of our core vs this machine's matmul peak.")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS and re-executes); "
+                             "default: leave the environment as it is")
+    parser.add_argument("--epochs", type=positive_int, default=5,
+                        help="measured Adam epochs after one warm-up epoch (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=7,
+                        help="full-batch passes and matmul products timed (default 7)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures as JSON")
+    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 2 repeats, 2048^3 only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_blas_threads(args.threads)
+    from common.environment import describe_environment
+    from common.files import atomic_write_json
+
+    epochs, repeats, sizes = (1, 2, PEAK_SIZES[:1]) if args.quick else (args.epochs, args.repeats, PEAK_SIZES)
+    threads = blas_threads()
+    env = describe_environment()
+    print(f"NumPy {np.__version__}, {env['blas']}, {threads} BLAS thread(s), {os.cpu_count()} CPU(s)")
+
+    peak = matmul_peak(sizes, repeats=max(3, repeats // 2 + 1))
+    for n, entry in peak["by_size"].items():
+        print(f"matmul float32 {n}^3: {entry['seconds'] * 1e3:8.1f} ms  {entry['gflops']:6.1f} GFLOP/s")
+    peak_gflops = peak["gflops"]
+
+    x, y, _, _ = load_training_data(args.data_dir)
+    gflop = network_gflop(SIZES, len(x))
+    epochs_s = epoch_times(x, y, epochs=epochs)
+    full_s = fullbatch_times(x, y, repeats=repeats)
+    epoch = summarize(statistics.median(epochs_s), gflop, peak_gflops)
+    full = summarize(statistics.median(full_s), gflop, peak_gflops)
+
+    print(f"GFLOP per pass over {len(x):,} images = {len(x):,} * 2 * (forward + weight-gradient + "
+          f"input-gradient MACs except layer 1) / 1e9 = {gflop:.2f}")
+    rows = [("matmul peak (best median)", None, peak_gflops, 1.0),
+            (f"Adam batch-{BATCH_SIZE} epoch (median of {epochs})", epoch["seconds"], epoch["gflops"],
+             epoch["peak_fraction"]),
+            (f"full-batch fwd+bwd (median of {repeats})", full["seconds"], full["gflops"], full["peak_fraction"])]
+    print(f"{'what':42s} {'seconds':>9s} {'GFLOP/s':>9s} {'of peak':>8s}")
+    for name, seconds, gflops, fraction in rows:
+        shown = "" if seconds is None else f"{seconds:9.3f}"
+        print(f"{name:42s} {shown:>9s} {gflops:9.1f} {100 * fraction:7.1f}%")
+    print(f"epoch seconds: {', '.join(f'{s:.3f}' for s in epochs_s)}")
+
+    if args.json:
+        record = {
+            "threads": threads,
+            "matmul_peak_gflops": peak_gflops,
+            "matmul_by_size": {str(n): entry for n, entry in peak["by_size"].items()},
+            "gflop_per_epoch": gflop,
+            "epoch": {**epoch, "all_seconds": epochs_s},
+            "fullbatch": {**full, "all_seconds": full_s},
+            "environment": {**env, "threads": threads},
+        }
+        atomic_write_json(args.json, record)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
