@@ -208,10 +208,10 @@ def resolution(rows: list[dict]) -> str:
 
 def read_optimizer(rows: list[dict], ablation: Ablation) -> str:
     spec, updates = rows[0]["spec"], rows[0]["updates"]
-    peak = "" if spec.schedule == "constant" else f" (as the peak of a {spec.schedule} decay)"
+    peak = "" if spec.schedule == "constant" else f", decayed on a {spec.schedule} like the base"
     return (f"At {plural(spec.epochs, 'epoch')} ({plural(updates, 'update')} of batch {spec.batch_size}), "
-            f"{ranking(rows)}{resolution(rows)}; each optimizer uses its standard default learning rate{peak} "
-            f"(GD 0.1, momentum 0.01 with mu 0.9, i.e. an effective 0.1; RMSprop 0.001; Adam 0.001), "
+            f"{ranking(rows)}{resolution(rows)}; each optimizer starts from its standard default learning rate "
+            f"(GD 0.1, momentum 0.01 with mu 0.9, i.e. an effective 0.1; RMSprop 0.001; Adam 0.001){peak}, "
             f"not tuned{failed_clause(rows)}.")
 
 
@@ -433,7 +433,7 @@ def runs_frame(ablation: Ablation, rows: list[dict]) -> pd.DataFrame:
                 "seed": r["seed"], "status": r["status"], "reason": r.get("reason", ""),
                 "architecture": "-".join(str(n) for n in spec.sizes) + f" {spec.activation}",
                 "init": spec.init + (f" {spec.init_scale:g}" if spec.init_scale is not None else ""),
-                "optimizer": spec.optimizer, "lr": spec.lr, "batch_size": spec.batch_size,
+                "optimizer": spec.optimizer, "lr": spec.lr, "schedule": spec.schedule, "batch_size": spec.batch_size,
                 "train_size": r.get("train_size", row["train_size"]), "epochs": spec.epochs,
                 "updates": row["updates"],
                 "train_accuracy": r.get("train_accuracy"), "test_accuracy": r.get("test_accuracy"),
@@ -499,6 +499,7 @@ def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
     """Left: test accuracy per epoch (or per update) of the first seed; right: final mean ± std."""
     from common.plots import save_figure
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
     labels, means, stds, lows = [], [], [], []
@@ -523,7 +524,8 @@ def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
     curves.set_title(f"{ablation.name}: test accuracy during training")
     curves.grid(True, alpha=0.3)
     if curves.lines:
-        curves.legend(fontsize=8, loc="lower right")
+        curves.legend(fontsize=8, loc="best")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     floor = min(lows, default=0.0)
     bottom = 0.0 if floor < 50 else max(0.0, 5 * math.floor((floor - 2) / 5))
     positions = np.arange(len(labels))

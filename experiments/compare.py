@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -69,11 +70,18 @@ DATA_BUDGET_VARIANTS = [
 ]
 
 
+@functools.lru_cache(maxsize=None)
+def code_bytes(path: Path) -> bytes:
+    """A source file as it was when this run first read it: an edit during a long run cannot
+    label a result with code it did not run."""
+    return path.read_bytes()
+
+
 def fingerprint(spec: StageSpec, seed: int, stage_file: Path | None) -> str:
     """A hash of everything that determines a result: settings, seed and the numeric code."""
     digest = hashlib.sha256(json.dumps({"settings": spec.settings(), "seed": seed}, sort_keys=True).encode())
     for path in [*(REPO_ROOT / name for name in NUMERIC_CODE), *([stage_file] if stage_file else [])]:
-        digest.update(path.read_bytes())
+        digest.update(code_bytes(path))
     return digest.hexdigest()[:16]
 
 
