@@ -30,7 +30,7 @@ SPEC = StageSpec(
     pixel_scale="raw",
     optimizer="gd", lr=0.002, epochs=500, batch_size=None,
     train_size=1000, holdout_size=350,
-    eval_every=10,
+    eval_every=25,
     reproduces="first source design (one hidden layer)",
     published_accuracy=0.8829,
     published_note="on 350 held-out training-set images, not the official test set",
