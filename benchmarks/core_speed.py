@@ -29,7 +29,6 @@ Run: python benchmarks/core_speed.py [--threads N] [--epochs 5] [--repeats 7] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -33,7 +33,6 @@ transparency composited onto white, L, 16-bit) into a float ``(H, W)`` array in 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings

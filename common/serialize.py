@@ -11,7 +11,6 @@ import numpy as np
 
 from common.errors import UserError
 from common.files import atomic_open
-from common.layers import Dense
 from common.network import Architecture, Network
 
 FORMAT = "mnist-from-scratch-network/1"
@@ -50,7 +49,6 @@ def load_network(path: str | os.PathLike) -> tuple[Network, dict]:
             architecture = Architecture(**{**header["architecture"],
                                            "sizes": tuple(header["architecture"]["sizes"])})
             dtype = np.dtype(architecture.dtype)
-            layers = []
             pairs = list(zip(architecture.sizes[:-1], architecture.sizes[1:]))
             weights = [(archive[f"W{i}"], archive[f"b{i}"]) for i in range(len(pairs))]
     except UserError as error:  # a header whose architecture is invalid

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import sys
 import traceback
 from pathlib import Path
