@@ -7,7 +7,7 @@ calls per step instead of dozens (see ``benchmarks/``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence

@@ -1,0 +1,72 @@
+"""Tests for the benchmark's bookkeeping (benchmarks/compare_libraries.py): how the figures and
+targets are derived from the timed runs, and how a missing library is reported. The timings
+themselves are measured by running the scripts, not here."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import compare_libraries as bench  # noqa: E402
+
+GFLOP = 27.264
+
+
+def fake_runs(with_pytorch: bool = True) -> dict:
+    runs = {
+        "ours": [{"seconds": 3.0, "test_accuracy": 0.978, "epoch_seconds": [1.0, 1.0, 1.0]},
+                 {"seconds": 2.0, "test_accuracy": 0.980, "epoch_seconds": [1.2, 0.4, 0.4]},
+                 {"seconds": 2.5, "test_accuracy": 0.979, "epoch_seconds": [0.9, 0.8, 0.8]}],
+        "sklearn": [{"seconds": 10.0, "test_accuracy": 0.977}] * 3,
+        "sklearn_float32": [{"seconds": 6.0, "test_accuracy": 0.976}] * 3,
+        "pytorch": [{"seconds": 5.0, "test_accuracy": 0.975}] * 3 if with_pytorch else [],
+    }
+    return runs
+
+
+def test_summary_figures_and_targets():
+    summary = bench.summarize(fake_runs(), epochs=3, peaks=[100.0, 150.0, 120.0], fullbatch=[0.2, 0.3, 0.25],
+                              gflop=GFLOP, skipped={}, fullbatch_one_pass=[0.5, 0.4, 0.6])
+    # library ratios: median whole-budget seconds / epochs (ours 2.5 / 3, sklearn 10 / 3, ...)
+    assert summary["seconds_per_epoch"]["ours"] == pytest.approx(2.5 / 3)
+    assert summary["ratio_vs_sklearn"] == pytest.approx(0.25)
+    assert summary["ratio_vs_pytorch"] == pytest.approx(0.5)
+    # the peak fraction: median of the epochs after each run's first (1, 1, .4, .4, .8, .8 -> .8)
+    assert summary["epoch_seconds"] == pytest.approx(0.8)
+    assert summary["matmul_peak_gflops"] == 150.0  # the best round
+    assert summary["peak_fraction_epoch"] == pytest.approx(GFLOP / 0.8 / 150.0)
+    assert summary["peak_fraction_fullbatch"] == pytest.approx(GFLOP / 0.25 / 150.0)
+    assert summary["fullbatch_one_pass_seconds"] == pytest.approx(0.5)
+    assert summary["accuracy_gap_vs_pytorch"] == pytest.approx(0.4)
+    met = {key: target["met"] for key, target in summary["targets"].items()}
+    assert met == {"ratio_vs_sklearn": True, "ratio_vs_pytorch": True, "peak_fraction_epoch": False,
+                   "peak_fraction_fullbatch": True, "accuracy_gap_vs_pytorch": False}
+
+
+def test_single_epoch_runs_keep_their_only_epoch():
+    runs = fake_runs()
+    for run in runs["ours"]:
+        run["epoch_seconds"] = run["epoch_seconds"][:1]
+    summary = bench.summarize(runs, epochs=1, peaks=[100.0], fullbatch=[0.2], gflop=GFLOP, skipped={})
+    assert summary["epoch_seconds"] == pytest.approx(1.0)
+    assert summary["fullbatch_one_pass_seconds"] is None
+
+
+def test_missing_library_is_reported_as_skipped():
+    skipped = {"pytorch": "not installed"}
+    runs = fake_runs(with_pytorch=False)
+    summary = bench.summarize(runs, epochs=3, peaks=[100.0], fullbatch=[0.2], gflop=GFLOP, skipped=skipped)
+    assert summary["seconds_per_epoch"]["pytorch"] is None
+    assert summary["ratio_vs_pytorch"] is None and summary["accuracy_gap_vs_pytorch"] is None
+    assert summary["targets"]["ratio_vs_pytorch"]["met"] is None
+    environment = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
+                   "scikit-learn": "1", "threads": 2, "thread_env": {}, "cpu_count": 2, "command": "python x",
+                   "load_average_1min": [0.1, None]}
+    settings = {"epochs": 3, "repeats": 3}
+    markdown = bench.render_markdown(summary, runs, settings, environment)
+    assert "skipped (not installed)" in markdown
+    assert "not measured (library skipped)" in markdown
+    assert "| 50.0" not in markdown  # no invented figure for the missing library
