@@ -13,6 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import compare_libraries as bench  # noqa: E402
 
 GFLOP = 27.264
+ENVIRONMENT = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
+               "scikit-learn": "1", "threads": 2, "thread_env": {}, "cpu_count": 2, "command": "python x",
+               "load_average_1min": [0.1, None]}
 
 
 def fake_runs(with_pytorch: bool = True) -> dict:
@@ -36,14 +39,21 @@ def test_summary_figures_and_targets():
     assert summary["ratio_vs_pytorch"] == pytest.approx(0.5)
     # the peak fraction: median of the epochs after each run's first (1, 1, .4, .4, .8, .8 -> .8)
     assert summary["epoch_seconds"] == pytest.approx(0.8)
-    assert summary["matmul_peak_gflops"] == 150.0  # the best round
-    assert summary["peak_fraction_epoch"] == pytest.approx(GFLOP / 0.8 / 150.0)
-    assert summary["peak_fraction_fullbatch"] == pytest.approx(GFLOP / 0.25 / 150.0)
+    assert summary["matmul_peak_gflops"] == 120.0  # the median round
+    assert summary["peak_fraction_epoch"] == pytest.approx(GFLOP / 0.8 / 120.0)
+    assert summary["peak_fraction_fullbatch"] == pytest.approx(GFLOP / 0.25 / 120.0)
+    # per round, each against its own peak: epochs (1, 1) / 100, (.4, .4) / 150, (.8, .8) / 120
+    assert summary["peak_fraction_epoch_per_round"] == pytest.approx(
+        [GFLOP / 1.0 / 100.0, GFLOP / 0.4 / 150.0, GFLOP / 0.8 / 120.0])
+    assert summary["peak_fraction_fullbatch_per_round"] == pytest.approx(
+        [GFLOP / 0.2 / 100.0, GFLOP / 0.3 / 150.0, GFLOP / 0.25 / 120.0])
     assert summary["fullbatch_one_pass_seconds"] == pytest.approx(0.5)
     assert summary["accuracy_gap_vs_pytorch"] == pytest.approx(0.4)
     met = {key: target["met"] for key, target in summary["targets"].items()}
     assert met == {"ratio_vs_sklearn": True, "ratio_vs_pytorch": True, "peak_fraction_epoch": False,
                    "peak_fraction_fullbatch": True, "accuracy_gap_vs_pytorch": False}
+    markdown = bench.render_markdown(summary, fake_runs(), {"epochs": 3, "repeats": 3}, ENVIRONMENT)
+    assert "epoch 27.3 %, 45.4 %, 28.4 %" in markdown
 
 
 def test_single_epoch_runs_keep_their_only_epoch():
@@ -62,11 +72,8 @@ def test_missing_library_is_reported_as_skipped():
     assert summary["seconds_per_epoch"]["pytorch"] is None
     assert summary["ratio_vs_pytorch"] is None and summary["accuracy_gap_vs_pytorch"] is None
     assert summary["targets"]["ratio_vs_pytorch"]["met"] is None
-    environment = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
-                   "scikit-learn": "1", "threads": 2, "thread_env": {}, "cpu_count": 2, "command": "python x",
-                   "load_average_1min": [0.1, None]}
     settings = {"epochs": 3, "repeats": 3}
-    markdown = bench.render_markdown(summary, runs, settings, environment)
+    markdown = bench.render_markdown(summary, runs, settings, ENVIRONMENT)
     assert "skipped (not installed)" in markdown
     assert "not measured (library skipped)" in markdown
     assert "| 50.0" not in markdown  # no invented figure for the missing library
