@@ -27,7 +27,7 @@ backward, in blocks (the pass stage 02 trains with) and in one 60,000-row pass (
 
 Writes ``results/benchmark.md`` and ``results/benchmark.json`` (atomically).
 
-Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 5] [--threads N] [--out results] [--quick]
+Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 7] [--threads N] [--out results] [--quick]
 """
 from __future__ import annotations
 
@@ -244,6 +244,9 @@ def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float
         "ratio_vs_sklearn": ratio("sklearn"),
         "ratio_vs_sklearn_float32": ratio("sklearn_float32"),
         "ratio_vs_pytorch": ratio("pytorch"),
+        # the same ratios within each round (ours and theirs timed back to back)
+        "ratio_per_round": {other: [a["seconds"] / b["seconds"] for a, b in zip(runs["ours"], runs[other])]
+                            for other in LIBRARIES[1:] if runs[other]},
         "peak_fraction_epoch": gflop / epoch_seconds / peak,
         "peak_fraction_fullbatch": gflop / full_seconds / peak,
         # each round's figures against the peak measured in that same round, to show the spread
@@ -353,7 +356,10 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         "",
         "Each round against its own peak (the spread shows how much the machine's load moved): epoch "
         + ", ".join(f"{100 * f:.1f} %" for f in summary["peak_fraction_epoch_per_round"])
-        + "; full batch " + ", ".join(f"{100 * f:.1f} %" for f in summary["peak_fraction_fullbatch_per_round"]) + ".",
+        + "; full batch " + ", ".join(f"{100 * f:.1f} %" for f in summary["peak_fraction_fullbatch_per_round"])
+        + ". Ours / other library within each round: "
+        + "; ".join(f"{other} " + ", ".join(f"{r:.2f}" for r in ratios)
+                    for other, ratios in summary["ratio_per_round"].items()) + ".",
         "",
         "## Targets",
         "",
@@ -385,7 +391,7 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST.")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per training budget (default 10)")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for every library (default: the BLAS's current count)")
     parser.add_argument("--out", default=str(REPO_ROOT / "results"),

@@ -37,6 +37,7 @@ def test_summary_figures_and_targets():
     assert summary["seconds_per_epoch"]["ours"] == pytest.approx(2.5 / 3)
     assert summary["ratio_vs_sklearn"] == pytest.approx(0.25)
     assert summary["ratio_vs_pytorch"] == pytest.approx(0.5)
+    assert summary["ratio_per_round"]["pytorch"] == pytest.approx([0.6, 0.4, 0.5])
     # the peak fraction: median of the epochs after each run's first (1, 1, .4, .4, .8, .8 -> .8)
     assert summary["epoch_seconds"] == pytest.approx(0.8)
     assert summary["matmul_peak_gflops"] == 120.0  # the median round
@@ -72,8 +73,32 @@ def test_missing_library_is_reported_as_skipped():
     assert summary["seconds_per_epoch"]["pytorch"] is None
     assert summary["ratio_vs_pytorch"] is None and summary["accuracy_gap_vs_pytorch"] is None
     assert summary["targets"]["ratio_vs_pytorch"]["met"] is None
+    assert "pytorch" not in summary["ratio_per_round"]
     settings = {"epochs": 3, "repeats": 3}
     markdown = bench.render_markdown(summary, runs, settings, ENVIRONMENT)
     assert "skipped (not installed)" in markdown
     assert "not measured (library skipped)" in markdown
     assert "| 50.0" not in markdown  # no invented figure for the missing library
+
+
+def test_profiled_epoch_trains_exactly_like_train():
+    """The profiler's clocked step is the training step: same seed, same parameters afterwards."""
+    import numpy as np
+
+    import profile_epoch
+    from common.network import Network
+    from common.optimizers import Adam
+    from common.train import train
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 300)
+    reference = Network.from_sizes([784, 128, 64, 10], np.random.default_rng(1))
+    train(reference, Adam(1e-3), x, y, epochs=1, rng=np.random.default_rng(2), batch_size=128, progress=False)
+    profiled = Network.from_sizes([784, 128, 64, 10], np.random.default_rng(1))
+    parts = profile_epoch.timed_epoch(profiled, Adam(1e-3), profiled.parameters(fused="all"), x, y,
+                                      np.random.default_rng(2))
+    np.testing.assert_array_equal(profiled.flat_params, reference.flat_params)
+    assert set(parts) >= {"gather", "loss", "optimizer", "forward 0 Dense", "backward 0 Dense"}
+    assert all(seconds > 0 for seconds in parts.values())
+    assert profile_epoch.matmul_only_epoch(profiled, x, y, np.random.default_rng(3)) > 0
