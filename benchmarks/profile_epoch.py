@@ -110,6 +110,10 @@ def profile(x, y, epochs: int, seed: int = 0) -> dict:
 def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x_megabytes: float) -> str:
     from tabulate import tabulate
 
+    from common.environment import describe_environment
+
+    env = describe_environment()
+
     total = result["total"]
     rows = [[name, f"{1e3 * seconds:.1f}", f"{100 * seconds / total:.1f} %"]
             for name, seconds in result["parts"].items()]
@@ -141,6 +145,9 @@ def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x
         f"- With nothing but the matrix products the epoch would reach {100 * gflop / floor / peak:.0f} % "
         f"of the peak; the whole step reaches {100 * gflop / total / peak:.0f} % (with the clocks' own "
         f"cost).",
+        "",
+        f"Environment: {env['date']}, commit {env['commit']}, Python {env['python']}, NumPy {env['numpy']} "
+        f"({env['blas']}), {env['cpu_count']} CPU(s).",
         "",
     ]
     return "\n".join(lines)
