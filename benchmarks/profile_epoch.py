@@ -16,7 +16,7 @@ go below. Medians over
 parts sum to slightly more than an untimed epoch. Writes ``results/epoch_profile.md`` unless
 ``--out -``.
 
-Run: python benchmarks/profile_epoch.py [--epochs 5] [--threads N] [--out results/epoch_profile.md]
+Run: python benchmarks/profile_epoch.py [--epochs 15] [--threads N] [--out results/epoch_profile.md]
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(description="Per-part time of our batch-128 Adam epoch and its matmul floor.")
-    parser.add_argument("--epochs", type=positive_int, default=5, help="measured epochs after a warm-up (default 5)")
+    parser.add_argument("--epochs", type=positive_int, default=15, help="measured epochs after a warm-up (default 15)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="BLAS threads (sets the env and re-executes); default: leave as is")
     parser.add_argument("--out", default=str(REPO_ROOT / "results" / "epoch_profile.md"),
