@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # core_speed, when imp
 
 from core_speed import (BATCH_SIZE, PEAK_SIZES, REPO_ROOT, SIZES, UserError, _Parser, blas_threads,  # noqa: E402
                         ensure_blas_threads, fullbatch_times, load_training_data, matmul_peak,
-                        network_gflop, positive_int, run_cli)
+                        network_gflop, positive_int, run_cli, per_epoch_seconds)
 
 import numpy as np  # noqa: E402
 
@@ -98,9 +98,8 @@ def run_ours(data: dict, epochs: int, seed: int, threads: int) -> dict:
     history = train(network, optimizer, data["x_train"], data["y_train"], epochs=epochs, rng=rng,
                     batch_size=BATCH_SIZE, progress=False)
     seconds = time.perf_counter() - start
-    cumulative = [0.0] + [record["train_seconds"] for record in history]
     return {"seconds": seconds, "test_accuracy": accuracy(network.predict(data["x_test"]), data["y_test"]),
-            "epoch_seconds": [b - a for a, b in zip(cumulative[:-1], cumulative[1:])]}
+            "epoch_seconds": per_epoch_seconds(history)}
 
 
 def _run_sklearn(x_train: np.ndarray, data: dict, epochs: int, seed: int) -> dict:

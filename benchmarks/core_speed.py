@@ -142,6 +142,12 @@ def load_training_data(data_dir: str | None = None):
             scale_pixels(mnist.test_images, "unit"), mnist.test_labels)
 
 
+def per_epoch_seconds(history: list[dict]) -> list[float]:
+    """Training seconds of each epoch, from ``train``'s history (its ``train_seconds`` are cumulative)."""
+    cumulative = [0.0] + [record["train_seconds"] for record in history]
+    return [b - a for a, b in zip(cumulative[:-1], cumulative[1:])]
+
+
 def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, seed: int = 0) -> list[float]:
     """Seconds of each of ``epochs`` Adam, batch-128 epochs of our core after ``warmup`` epochs."""
     from common.network import Network
@@ -152,8 +158,7 @@ def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, 
     network = Network.from_sizes(list(SIZES), rng)
     history = train(network, Adam(lr=1e-3), x, y, epochs=warmup + epochs, rng=rng,
                     batch_size=BATCH_SIZE, progress=False)
-    cumulative = [0.0] + [record["train_seconds"] for record in history]
-    return [b - a for a, b in zip(cumulative[:-1], cumulative[1:])][warmup:]
+    return per_epoch_seconds(history)[warmup:]
 
 
 def fullbatch_times(x: np.ndarray, y: np.ndarray, repeats: int = 7, seed: int = 0,
