@@ -14,12 +14,18 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit() -> str:
-    """The current commit (with ``+dirty`` if the work tree has changes), or ``unknown``."""
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The current commit, with ``+dirty`` if tracked files outside ``results/`` have changes;
+    ``unknown`` outside a git work tree.
+
+    ``results/`` is left out of the check because regenerating results rewrites the committed
+    ones: counting them would mark every regeneration itself as dirty.
+    """
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
