@@ -15,17 +15,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The current commit, with ``+dirty`` if tracked files outside ``results/`` have changes;
-    ``unknown`` outside a git work tree.
+    """The current commit, with ``+dirty`` if tracked files other than generated output have
+    changes; ``unknown`` outside a git work tree.
 
-    ``results/`` is left out of the check because regenerating results rewrites the committed
-    ones: counting them would mark every regeneration itself as dirty.
+    ``results/`` and ``README.md`` (whose results block ``experiments/compare.py`` rewrites) are
+    left out of the check: regenerating results rewrites them, and counting them would mark every
+    later regeneration as dirty.
     """
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root,
+                                ":(exclude)results", ":(exclude)README.md"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -20,6 +20,7 @@ def git(root: Path, *args: str) -> str:
 def repo(tmp_path: Path) -> Path:
     git(tmp_path, "init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("<!-- comparison:start -->old<!-- comparison:end -->\n")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "table.md").write_text("old\n")
     git(tmp_path, "add", ".")
@@ -33,6 +34,7 @@ def test_clean_tree_gives_the_commit(repo):
 
 def test_regenerated_results_do_not_make_the_tree_dirty(repo):
     (repo / "results" / "table.md").write_text("new\n")
+    (repo / "README.md").write_text("<!-- comparison:start -->new<!-- comparison:end -->\n")
     assert not git_commit(repo).endswith("+dirty")
 
 
