@@ -10,7 +10,7 @@ zero biases; scikit-learn: Glorot uniform, +-sqrt(6 / (fan_in + fan_out)) for Re
 Contenders, run interleaved (ours, sklearn, sklearn float32, PyTorch, then again) for
 ``--repeats`` rounds so that noise from other processes hits them alike:
 
-* ``ours``: ``common.train.train`` on float32 (``Network.from_sizes``, ``Adam``);
+* ``ours``: ``common.nn.train.train`` on float32 (``Network.from_sizes``, ``Adam``);
 * ``sklearn``: ``MLPClassifier`` on float64 input (its default), timed around one
   ``fit(max_iter=EPOCHS)`` with ``tol=0`` and ``n_iter_no_change`` huge so it runs every epoch
   (``partial_fit`` would reshuffle identically each call: shared/notes/performance.md, pitfall 4);
@@ -43,16 +43,27 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # core_speed, when imported from elsewhere
+import numpy as np
 
-from core_speed import (BATCH_SIZE, PEAK_SIZES, REPO_ROOT, SIZES, UserError, _Parser, blas_threads,  # noqa: E402
-                        ensure_blas_threads, fullbatch_times, load_training_data, matmul_peak,
-                        network_gflop, positive_int, run_cli, per_epoch_seconds)
+from common.cli import positive_int, run_cli
+from common.files import atomic_write_text
+from common.nn.errors import UserError
+from common.nn.train import BLOCK_ROWS
+from common.paths import REPO_ROOT
 
-import numpy as np  # noqa: E402
-
-from common.files import atomic_write_text  # noqa: E402
-from common.train import BLOCK_ROWS  # noqa: E402
+from core_speed import (
+    BATCH_SIZE,
+    PEAK_SIZES,
+    SIZES,
+    _Parser,
+    blas_threads,
+    ensure_blas_threads,
+    fullbatch_times,
+    load_training_data,
+    matmul_peak,
+    network_gflop,
+    per_epoch_seconds,
+)
 
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
@@ -86,10 +97,10 @@ TARGETS = (
 # --------------------------------------------------------------------------- one training budget each
 
 def run_ours(data: dict, epochs: int, seed: int, threads: int) -> dict:
-    from common.metrics import accuracy
-    from common.network import Network
-    from common.optimizers import Adam
-    from common.train import train
+    from common.nn.metrics import accuracy
+    from common.nn.network import Network
+    from common.nn.optimizers import Adam
+    from common.nn.train import train
 
     rng = np.random.default_rng(seed)
     network = Network.from_sizes(list(SIZES), rng)
@@ -346,7 +357,7 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         f"the median over rounds, like every other figure here (the best round was "
         f"{max(summary['matmul_peaks_per_round']):.1f}). Our epoch is the median of our individual "
         f"epochs, each run's first (warm-up) epoch left out. The "
-        f"full-batch pass is `common.train.loss_and_gradient`, the one stage 02 trains with: it "
+        f"full-batch pass is `common.nn.train.loss_and_gradient`, the one stage 02 trains with: it "
         f"pushes the 60,000 rows through in blocks of {BLOCK_ROWS:,} so that every intermediate "
         f"array stays in the CPU cache; the same gradient in one pass is timed for comparison. "
         f"Full-batch figures are medians over all rounds.",

@@ -6,12 +6,12 @@ Three measurements, each printed as seconds, GFLOP/s and fraction of the peak:
     (2048^3 and 4096^3, ``np.matmul(a, b, out=c)``), 2 n^3 flops each; the best of the two
     medians is "the peak";
 (b) our Adam, batch-128 epoch of ``[784, 128, 64, 10]`` over the 60,000 real MNIST training
-    images (``common.train.train``): median seconds per epoch over ``--epochs`` epochs after one
+    images (``common.nn.train.train``): median seconds per epoch over ``--epochs`` epochs after one
     warm-up epoch;
 (c) one full-batch forward + backward pass (no optimizer step) of stage 02's network, the same
     ``[784, 128, 64, 10]``, on all 60,000 images: median of ``--repeats`` passes after a warm-up.
-    The pass is ``common.train.loss_and_gradient``, which works through the batch in blocks of
-    ``common.train.BLOCK_ROWS`` rows; the same gradient in one 60,000-row pass is timed too.
+    The pass is ``common.nn.train.loss_and_gradient``, which works through the batch in blocks of
+    ``common.nn.train.BLOCK_ROWS`` rows; the same gradient in one 60,000-row pass is timed too.
 
 Flops of one pass over N examples (both (b) and (c); only the matrix products are counted,
 so everything else, Adam, softmax, ReLU, batch gathering, counts as overhead)::
@@ -35,17 +35,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # so `common` imports when run as a script
+import numpy as np  # the BLAS thread count is set by re-executing the interpreter (below)
 
-import numpy as np  # noqa: E402  (after the path set-up; thread env handled by re-exec below)
-
-from common.cli import OneLineParser, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
+from common.cli import OneLineParser, positive_int, run_cli
+from common.nn.errors import UserError
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 SIZES = (784, 128, 64, 10)
@@ -150,9 +145,9 @@ def per_epoch_seconds(history: list[dict]) -> list[float]:
 
 def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, seed: int = 0) -> list[float]:
     """Seconds of each of ``epochs`` Adam, batch-128 epochs of our core after ``warmup`` epochs."""
-    from common.network import Network
-    from common.optimizers import Adam
-    from common.train import train
+    from common.nn.network import Network
+    from common.nn.optimizers import Adam
+    from common.nn.train import train
 
     rng = np.random.default_rng(seed)
     network = Network.from_sizes(list(SIZES), rng)
@@ -165,12 +160,12 @@ def fullbatch_times(x: np.ndarray, y: np.ndarray, repeats: int = 7, seed: int = 
                     block_rows: int | None = None) -> list[float]:
     """Seconds of ``repeats`` full-batch forward + loss + backward passes (after one warm-up).
 
-    The pass is the one stage 02 trains with, ``common.train.loss_and_gradient``: blocks of
+    The pass is the one stage 02 trains with, ``common.nn.train.loss_and_gradient``: blocks of
     ``BLOCK_ROWS`` rows by default; ``block_rows=len(x)`` times the same gradient computed in
     one 60,000-row pass, for comparison.
     """
-    from common.network import Network
-    from common.train import BLOCK_ROWS, loss_and_gradient
+    from common.nn.network import Network
+    from common.nn.train import BLOCK_ROWS, loss_and_gradient
 
     network = Network.from_sizes(list(SIZES), np.random.default_rng(seed))
     rows = BLOCK_ROWS if block_rows is None else block_rows

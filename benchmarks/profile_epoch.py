@@ -1,7 +1,7 @@
 """Where does a batch-128 Adam epoch go? Per-part time of our training step, and its matmul floor.
 
 Trains ``[784, 128, 64, 10]`` with Adam on the real 60,000 MNIST images, exactly as
-``common.train.train`` does (same calls, same order), but with a clock around each part:
+``common.nn.train.train`` does (same calls, same order), but with a clock around each part:
 
 * ``gather``: ``x_train[indices]``, ``y_train[indices]``;
 * ``forward <layer>`` and ``backward <layer>`` for every layer (the matrix products are inside
@@ -23,23 +23,30 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # core_speed, when imported from elsewhere
+import numpy as np
 
-from core_speed import (BATCH_SIZE, REPO_ROOT, SIZES, _Parser, blas_threads, ensure_blas_threads,  # noqa: E402
-                        load_training_data, matmul_peak, network_gflop, positive_int, run_cli)
+from common.cli import positive_int, run_cli
+from common.files import atomic_write_text
+from common.paths import REPO_ROOT
 
-import numpy as np  # noqa: E402
-
-from common.files import atomic_write_text  # noqa: E402
+from core_speed import (
+    BATCH_SIZE,
+    SIZES,
+    _Parser,
+    blas_threads,
+    ensure_blas_threads,
+    load_training_data,
+    matmul_peak,
+    network_gflop,
+)
 
 
 def timed_epoch(network, optimizer, parameters, x, y, rng) -> dict[str, float]:
     """One epoch of ``train``'s step with a clock around each part; seconds per part."""
-    from common.loss import softmax_cross_entropy
-    from common.train import iterate_minibatches
+    from common.nn.loss import softmax_cross_entropy
+    from common.nn.train import iterate_minibatches
 
     clock = time.perf_counter
     names = [f"{index} {type(layer).__name__}" for index, layer in enumerate(network.layers)]
@@ -72,8 +79,8 @@ def timed_epoch(network, optimizer, parameters, x, y, rng) -> dict[str, float]:
 
 def matmul_only_epoch(network, x, y, rng) -> float:
     """Seconds of one epoch of just the step's nine matrix products (the batch gather not counted)."""
-    from common.layers import Dense
-    from common.train import iterate_minibatches
+    from common.nn.layers import Dense
+    from common.nn.train import iterate_minibatches
 
     weights = [layer.params["W"] for layer in network.layers if isinstance(layer, Dense)]
     grads = [np.empty_like(w) for w in weights]
@@ -93,8 +100,8 @@ def matmul_only_epoch(network, x, y, rng) -> float:
 
 
 def profile(x, y, epochs: int, seed: int = 0) -> dict:
-    from common.network import Network
-    from common.optimizers import Adam
+    from common.nn.network import Network
+    from common.nn.optimizers import Adam
 
     rng = np.random.default_rng(seed)
     network = Network.from_sizes(list(SIZES), rng)

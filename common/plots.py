@@ -1,6 +1,6 @@
 """The figures every training stage writes: loss, accuracy, confusion matrix, digits.
 
-Each ``plot_*`` function draws one figure with matplotlib's non-interactive ``Agg`` backend,
+Each ``plot_*`` function draws one figure with matplotlib's object-oriented API (no pyplot),
 saves it as one PNG through :func:`save_figure` (atomically: a half-written file is never seen)
 and returns the :class:`~pathlib.Path` it wrote. Nothing here opens a window or touches global
 random state.
@@ -21,21 +21,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # before pyplot: never open a window, work without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from common.files import atomic_open
+from common.idx import IMAGE_SIDE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = [
     "DPI",
+    "subplots",
     "save_figure",
     "plot_loss",
     "plot_accuracy",
@@ -50,7 +49,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 DPI = 110
 """Resolution of every saved PNG (dots per inch)."""
 
-IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 
 _MARKER_LIMIT = 30  # draw point markers when a curve has at most this many points
@@ -70,26 +68,19 @@ _WRONG = "#c62828"
 # --------------------------------------------------------------------------------------------
 
 
-def save_figure(fig: "Figure", path: PathLike) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically, close it and return the path written.
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+             layout: str | None = "constrained", **kwargs: Any) -> tuple[Figure, Any]:
+    """A new figure and its axes, as ``plt.subplots`` gives, but without pyplot: no global
+    figure registry, no window, no backend to choose, nothing to close."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
-    The image goes to a hidden temporary file in the same directory first and is then moved
-    over ``path`` with :func:`os.replace`, so readers never see a half-written PNG. Missing
-    parent directories are created. The figure is closed even if saving fails, and the
-    temporary file is removed in that case.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(temporary, dpi=DPI, format="png", facecolor="white")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return target
+
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Save ``fig`` as a PNG at ``path`` atomically (:func:`common.files.atomic_open`) and return the path."""
+    with atomic_open(path) as handle:
+        fig.savefig(handle, dpi=DPI, format="png", facecolor="white")
+    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +172,7 @@ def plot_loss(history: list[dict], path: PathLike, title: str = "Training loss",
     :func:`_use_log_scale`). Returns the path written.
     """
     epochs, losses = _series(history, "loss")
-    fig, ax = plt.subplots(figsize=(7.0, 4.3), layout="constrained")
+    fig, ax = subplots(figsize=(7.0, 4.3), layout="constrained")
     if not losses:
         _empty_message(ax, "no loss recorded")
     else:
@@ -212,7 +203,7 @@ def plot_accuracy(history: list[dict], path: PathLike, title: str = "Accuracy",
 
     Each legend entry carries the final value, e.g. ``"test 97.8 %"``. Returns the path written.
     """
-    fig, ax = plt.subplots(figsize=(7.0, 4.3), layout="constrained")
+    fig, ax = subplots(figsize=(7.0, 4.3), layout="constrained")
     curves = [("train_accuracy", "train", _TRAIN_COLOUR),
               ("val_accuracy", "validation", _VAL_COLOUR),
               ("test_accuracy", "test", _TEST_COLOUR)]
@@ -263,7 +254,7 @@ def plot_confusion_matrix(matrix: np.ndarray, path: PathLike,
     total = int(counts.sum())
     correct = int(np.trace(counts))
 
-    fig, ax = plt.subplots(figsize=(7.0, 6.2), layout="constrained")
+    fig, ax = subplots(figsize=(7.0, 6.2), layout="constrained")
     shown = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
     colourbar = fig.colorbar(shown, ax=ax, shrink=0.85)
     colourbar.set_label("count")
@@ -335,7 +326,7 @@ def plot_misclassified(images: np.ndarray, true_labels: np.ndarray, predicted_la
 
     shown = max(0, min(available, int(max_images)))
     if shown == 0:
-        fig, ax = plt.subplots(figsize=(6.0, 2.6), layout="constrained")
+        fig, ax = subplots(figsize=(6.0, 2.6), layout="constrained")
         _empty_message(ax, "no misclassified digits")
         for spine in ax.spines.values():
             spine.set_visible(False)
@@ -344,7 +335,7 @@ def plot_misclassified(images: np.ndarray, true_labels: np.ndarray, predicted_la
 
     columns = 5
     rows = math.ceil(shown / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.75, rows * 1.95 + 0.5),
+    fig, axes = subplots(rows, columns, figsize=(columns * 1.75, rows * 1.95 + 0.5),
                              layout="constrained", squeeze=False)
     for index, ax in enumerate(axes.flat):
         if index >= shown:
@@ -384,7 +375,7 @@ def plot_prediction_example(image: np.ndarray, true_label: int, predicted_label:
     truth = int(true_label)
     right = truth == predicted
 
-    fig, (digit_ax, bar_ax) = plt.subplots(
+    fig, (digit_ax, bar_ax) = subplots(
         1, 2, figsize=(8.4, 3.7), layout="constrained", gridspec_kw={"width_ratios": [1, 1.7]})
     _show_digit(digit_ax, pixels)
     digit_ax.set_title(f"true {truth}, predicted {predicted}", fontsize=11,
@@ -429,7 +420,7 @@ def plot_digit(image: np.ndarray, path: PathLike, title: str = "") -> Path:
     Returns the path written.
     """
     pixels = _as_image(image)
-    fig, ax = plt.subplots(figsize=(3.4, 3.6), layout="constrained")
+    fig, ax = subplots(figsize=(3.4, 3.6), layout="constrained")
     _show_digit(ax, pixels)
     ax.set_xlabel("28 × 28 pixels", fontsize=9, color="0.35")
     if title:

@@ -41,8 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
-from common.cli import OneLineParser
-from common.errors import UserError, run_cli
+from common.cli import OneLineParser, run_cli
+from common.nn.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = (

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError
 from common.files import atomic_open
-from common.network import Architecture, Network
+from common.nn.errors import UserError
+from common.nn.network import Architecture, Network
 
 FORMAT = "mnist-from-scratch-network/1"
 

@@ -25,7 +25,7 @@ The ablations (names for --only):
   batch_size   32 / 128 / 512 / 2048 at the same epochs and the same (not rescaled) learning rate
 
 Each (variant, seed) result is saved under ``<out>/runs/ablation-<name>-<variant>/`` as soon as it
-finishes (atomically, via experiments/compare.py's ``run_or_resume``) with a fingerprint of its
+finishes (atomically, via ``common.runs.run_or_resume``) with a fingerprint of its
 settings and of the numeric code; a re-run reuses unchanged results, so an interrupted study
 resumes, and changed settings or code are re-run (``--force`` re-runs everything). A variant whose
 settings equal an already finished one (the base design appears in four ablations) reuses it.
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -49,22 +48,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from common.cli import OneLineParser, parse_list, run_cli
+from common.environment import describe_environment
+from common.files import atomic_write_json, atomic_write_text
+from common.nn.errors import UserError
+from common.paths import RESULTS_DIR
+from common.protocol import StageSpec
+from common.report import QUICK_BANNER, environment_line, percent
+from common.runner import load_data
+from common.runs import code_digest, fingerprint, run_or_resume, run_path, saved_fingerprint
+from common.stages import load_specs, stage_files
 
-from common.environment import REPO_ROOT, describe_environment  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.files import atomic_write_json, atomic_write_text  # noqa: E402
-from common.runner import OneLineParser, StageSpec, load_data  # noqa: E402
-from experiments import compare  # noqa: E402
-from experiments.compare import fingerprint, parse_list, percent, run_or_resume  # noqa: E402
-from experiments.stage_loader import load_specs, stage_files  # noqa: E402
-
-DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
-QUICK_OUT = REPO_ROOT / "results" / "quick" / "ablations"
+DEFAULT_OUT = RESULTS_DIR / "ablations"
+QUICK_OUT = RESULTS_DIR / "quick" / "ablations"
 BASE_STAGE = "04"
 BASE_EPOCHS = 10                # the short budget of the whole study (stage 04 trains 20)
 INIT_EPOCHS = 5                 # the deep network of the init ablation is ~3x slower per epoch
@@ -359,26 +359,6 @@ def variant_spec(base: StageSpec, ablation: Ablation, variant: Variant) -> Stage
 
 # -- running -------------------------------------------------------------------------------------
 
-def run_path(runs_dir: Path, key: str, seed: int) -> Path:
-    """Where ``run_or_resume`` keeps (key, seed)."""
-    return runs_dir / key.replace("@", "_at_") / f"seed{seed}.json"
-
-
-def saved_fingerprint(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("fingerprint")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-
-
-def code_digest(stage_file: Path) -> str:
-    """A hash of the files whose change invalidates a result (those compare.fingerprint reads)."""
-    digest = hashlib.sha256()
-    for path in [*(compare.REPO_ROOT / name for name in compare.NUMERIC_CODE), stage_file]:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 class Runner:
     """run_or_resume, plus: a run whose fingerprint equals one already finished under another key
     is copied to its own key (and then reused by run_or_resume) instead of trained again."""
@@ -388,13 +368,13 @@ class Runner:
         self.force, self.progress = force, progress
         self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it (this session)
         self.trained = self.reused = self.shared = 0
-        self.code = code_digest(stage_file)  # the code this process imported
+        self.code = code_digest(stage_file)  # the code this process imported (read once, then cached)
 
     def check_code(self) -> None:
         """Stop if the numeric code changed on disk since this process imported it: a result trained
         now would be saved with the fingerprint of code it did not run."""
-        if code_digest(self.stage_file) != self.code:
-            raise UserError("the numeric code (common/ or stages/04_adam.py) changed while the study ran; "
+        if code_digest(self.stage_file, cached=False) != self.code:
+            raise UserError("the numeric code (common/nn/, common/protocol.py, common/data.py or stages/04_adam.py) changed while the study ran; "
                             "the results so far are saved: run the same command again to continue with the new code")
 
     def run(self, key: str, spec: StageSpec, seed: int) -> dict:
@@ -461,14 +441,6 @@ def results_table(rows: list[dict]) -> str:
                                     "test acc. %", "time (s)"], tablefmt="github", disable_numparse=True)
 
 
-def environment_line(environment: dict) -> str:
-    threads = environment["thread_env"]
-    return (f"Produced by `{environment['command']}` on {environment['date']}, commit {environment['commit']}; "
-            f"Python {environment['python']}, NumPy {environment['numpy']} ({environment['blas']}), "
-            f"{environment['cpu_count']} CPUs, {environment['machine']}"
-            + (f", {', '.join(f'{k}={v}' for k, v in threads.items())}" if threads else "") + ".")
-
-
 READING_PREFIX = "**Reading:** "
 
 
@@ -476,7 +448,7 @@ def ablation_markdown(ablation: Ablation, rows: list[dict], reading: str, seeds:
                       environment: dict, quick: bool) -> str:
     parts = [f"# Ablation: {ablation.name}", ""]
     if quick:
-        parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
+        parts += [QUICK_BANNER, ""]
     parts += [
         f"Varied: {ablation.question}. Fixed: {describe_fixed(rows[0]['spec'], ablation.varies)}; "
         f"{ablation.note}. Seeds {', '.join(map(str, seeds))}; "
@@ -497,11 +469,11 @@ def ablation_markdown(ablation: Ablation, rows: list[dict], reading: str, seeds:
 
 def plot_ablation(ablation: Ablation, rows: list[dict], path: Path) -> None:
     """Left: test accuracy per epoch (or per update) of the first seed; right: final mean ± std."""
-    from common.plots import save_figure
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
+    from common.plots import save_figure, subplots
+
+    fig, (curves, bars) = subplots(1, 2, figsize=(13, 4.8), layout=None)
     labels, means, stds, lows = [], [], [], []
     for row in rows:
         labels.append(row["variant"].label)
@@ -559,7 +531,7 @@ def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, enviro
             commands.append(match.group(1))
     parts = ["# Ablations: one idea at a time around the stage-04 design", ""]
     if quick:
-        parts += ["**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**", ""]
+        parts += [QUICK_BANNER, ""]
     parts += [
         f"Base: the stage-04 design with a short budget: {describe_fixed(base, frozenset())}; each ablation "
         "changes one thing and keeps the rest fixed (its page says what). Every reading below is computed "
@@ -598,14 +570,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _main(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
-    only = parse_list(args.only)
+    only = parse_list(args.only, str, "--only")
     if args.only is not None and not only:
         raise UserError(f"--only needs one or more of {', '.join(ABLATION_NAMES)}")
     if only:
         unknown = [name for name in only if name not in ABLATION_NAMES]
         if unknown:
             raise UserError(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATION_NAMES)}")
-    seeds = parse_list(args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2"), int)
+    seeds = parse_list(args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2"), int, "--seeds")
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError("--seeds needs one or more distinct non-negative integers, e.g. 0,1,2")
     all_ablations = build_ablations(args.quick)

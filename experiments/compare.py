@@ -19,35 +19,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import hashlib
-import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from common import data as mnist
+from common.cli import OneLineParser, parse_list, run_cli
+from common.environment import describe_environment
+from common.files import atomic_write_json, atomic_write_text
+from common.nn.errors import UserError
+from common.paths import REPO_ROOT, RESULTS_DIR
+from common.protocol import StageSpec
+from common.report import QUICK_BANNER, environment_line, percent
+from common.runner import load_data
+from common.runs import run_or_resume
+from common.stages import load_specs, stage_files
 
-from common.environment import REPO_ROOT, describe_environment  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.files import atomic_write_json, atomic_write_text  # noqa: E402
-from common.runner import OneLineParser, StageSpec, load_data, run_stage  # noqa: E402
-from experiments.stage_loader import load_specs  # noqa: E402
-
-DEFAULT_OUT = REPO_ROOT / "results"
+DEFAULT_OUT = RESULTS_DIR
 README = REPO_ROOT / "README.md"
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
-# The modules whose code can change a number; editing any of them invalidates saved results.
-NUMERIC_CODE = ["common/data.py", "common/layers.py", "common/init.py", "common/loss.py",
-                "common/network.py", "common/optimizers.py", "common/schedules.py", "common/train.py",
-                "common/metrics.py", "common/augment.py", "common/runner.py"]
-
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A stage's design re-run with another data budget (for the data-vs-model table)."""
@@ -69,65 +63,7 @@ DATA_BUDGET_VARIANTS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
-def code_bytes(path: Path) -> bytes:
-    """A source file as it was when this run first read it: an edit during a long run cannot
-    label a result with code it did not run."""
-    return path.read_bytes()
-
-
-def fingerprint(spec: StageSpec, seed: int, stage_file: Path | None) -> str:
-    """A hash of everything that determines a result: settings, seed and the numeric code."""
-    digest = hashlib.sha256(json.dumps({"settings": spec.settings(), "seed": seed}, sort_keys=True).encode())
-    for path in [*(REPO_ROOT / name for name in NUMERIC_CODE), *([stage_file] if stage_file else [])]:
-        digest.update(code_bytes(path))
-    return digest.hexdigest()[:16]
-
-
-def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None, data, runs_dir: Path,
-                  force: bool, progress: bool) -> dict:
-    """Return the saved result for (key, seed) if its fingerprint matches, else train and save it."""
-    path = runs_dir / key.replace("@", "_at_") / f"seed{seed}.json"
-    print_ = (lambda *a: print(*a, flush=True))
-    stamp = fingerprint(spec, seed, stage_file)
-    if not force and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("fingerprint") == stamp:
-                print_(f"[{key} seed {seed}] unchanged, reusing {path.relative_to(runs_dir.parent)}")
-                return saved
-        except (OSError, json.JSONDecodeError):
-            pass  # unreadable: run it again
-    print_(f"[{key} seed {seed}] training ...")
-    try:
-        metrics = run_stage(spec, seed, data, out_dir=None, plots=False, progress=progress)
-        result = {"status": "ok", **metrics}
-    except UserError as error:
-        result = {"status": "failed", "reason": str(error)}
-    except Exception as error:  # a bug in one stage must not stop the others; keep its reason
-        result = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
-        traceback.print_exc()
-    result.update({"key": key, "stage": spec.name, "seed": seed, "fingerprint": stamp,
-                   "settings": spec.settings()})
-    result.pop("confusion_matrix", None)
-    atomic_write_json(path, result)
-    status = (f"test {100 * result['test_accuracy']:.2f} %, {result['seconds']:.1f} s"
-              if result["status"] == "ok" else f"FAILED: {result['reason']}")
-    print_(f"[{key} seed {seed}] {status}")
-    return result
-
-
 # -- tables ----------------------------------------------------------------------------------
-
-def percent(values: Sequence[float], spread: bool = True) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    mean = 100 * float(np.mean(values))
-    if spread and len(values) > 1:
-        return f"{mean:.2f} ± {100 * float(np.std(values, ddof=1)):.2f}"
-    return f"{mean:.2f}"
-
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
     """One row per (stage or variant, seed) with the figures a reader may want to analyse."""
@@ -181,6 +117,13 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def design_label(number: str, spec: StageSpec) -> str:
+    """E.g. ``stage-04 design: 784-128-64-10 relu, he init, Adam lr 0.001, cosine, batch 128``, from the spec."""
+    text = (f"stage-{number} design: {spec.architecture().describe()}, {spec.init} init, "
+            f"{spec.optimizer_label()}, batch {spec.batch_size or 'full'}")
+    return text + (", raw 0-255 pixels" if spec.pixel_scale == "raw" else "")
+
+
 def budget_table(specs: dict[str, StageSpec], results: dict[str, list[dict]],
                  variant_results: dict[str, list[dict]]) -> str:
     """Test accuracy of the two designs at each data budget, the stage runs included."""
@@ -198,8 +141,7 @@ def budget_table(specs: dict[str, StageSpec], results: dict[str, list[dict]],
     rows = []
     for design, size, runs in sorted(entries, key=lambda e: (e[0], e[1])):
         ok = [r for r in runs if r["status"] == "ok"]
-        label = ("stage-01 design: 784-1000-10, full-batch GD, raw pixels" if design == "01"
-                 else "stage-04 design: 784-128-64-10 ReLU, He, Adam, batch 128")
+        label = design_label(design, specs[design]) if design in specs else f"stage-{design} design"
         rows.append([label, f"{size:,}",
                      percent([r["train_accuracy"] for r in ok]) if ok else "failed",
                      percent([r["test_accuracy"] for r in ok]) if ok else runs[0].get("reason", ""),
@@ -217,19 +159,21 @@ def budget_reading(results: dict[str, list[dict]], variant_results: dict[str, li
     s01, s04, v04 = mean(results.get("01")), mean(results.get("04")), mean(variant_results.get("04@1000"))
     if None in (s01, s04, v04):
         return ""
+    model_gain, data_gain = v04 - s01, s04 - v04
+    verdict = ("Most of the climb from stage 01 to stage 04 is the data." if data_gain > model_gain
+               else "Most of the climb from stage 01 to stage 04 is the model and optimizer.")
     return (f"On the same 1,000 images, the stage-04 network and optimizer reach {v04:.2f} % against "
-            f"stage 01's {s01:.2f} % ({v04 - s01:+.2f} points); giving that design all 60,000 images "
-            f"adds another {s04 - v04:+.2f} points ({s04:.2f} %). Most of the 88 % -> 98 % jump is the data.")
+            f"stage 01's {s01:.2f} % ({model_gain:+.2f} points); giving that design all 60,000 images "
+            f"adds another {data_gain:+.2f} points ({s04:.2f} %). {verdict}")
 
 
 # -- figure ------------------------------------------------------------------------------------
 
 def learning_curves(specs: dict[str, StageSpec], results: dict[str, list[dict]], path: Path) -> None:
     """Test accuracy against passes over the data and against seconds (first seed), and final bars."""
-    from common.plots import save_figure
-    import matplotlib.pyplot as plt
+    from common.plots import save_figure, subplots
 
-    fig, (by_epoch, by_time, bars) = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, (by_epoch, by_time, bars) = subplots(1, 3, figsize=(16, 4.8), layout=None)
     names, means, stds = [], [], []
     for number, spec in specs.items():
         ok = [r for r in results[number] if r["status"] == "ok"]
@@ -300,16 +244,7 @@ def readme_block(readme: Path = README) -> str | None:
 
 # -- main --------------------------------------------------------------------------------------
 
-def parse_list(text: str | None, kind=str) -> list | None:
-    if text is None:
-        return None
-    try:
-        return [kind(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"cannot read the list {text!r}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python experiments/compare.py", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", default=None, help="comma-separated stage numbers, e.g. 01,04 (default: all)")
@@ -321,81 +256,95 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-run results that are saved and unchanged")
     parser.add_argument("--no-budget", action="store_true", help="skip the data-budget table's extra runs")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    seeds = parse_list(args.seeds, int)
-    if not seeds or min(seeds) < 0:
-        raise UserError("--seeds needs one or more non-negative integers, e.g. 0,1,2")
-    specs = load_specs(parse_list(args.stages))
-    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
-    runs_dir = out / "runs"
-    if args.quick:
-        specs = {n: dataclasses.replace(s, **s.quick) for n, s in specs.items()}
-    data = load_data(args.data_dir)
-    from experiments.stage_loader import stage_files
-    files = stage_files()
 
-    results = {number: [run_or_resume(number, spec, seed, files[number], data, runs_dir, args.force, not args.quiet)
-                        for seed in seeds] for number, spec in specs.items()}
-    variant_results: dict[str, list[dict]] = {}
-    if not args.no_budget:
-        base_specs = load_specs([v.stage for v in DATA_BUDGET_VARIANTS if v.stage in files])
-        for variant in DATA_BUDGET_VARIANTS:
-            if variant.stage not in base_specs:
-                continue
-            base = base_specs[variant.stage]
-            overrides = dict(variant.overrides)
-            if args.quick:
-                overrides.update({k: v for k, v in base.quick.items() if k != "train_size"})
-                overrides["epochs"] = min(overrides.get("epochs", base.epochs), base.quick.get("epochs", 2))
-            spec = dataclasses.replace(base, **overrides)
-            variant_results[variant.key] = [
-                run_or_resume(variant.key, spec, seed, files[variant.stage], data, runs_dir, args.force,
-                              not args.quiet) for seed in seeds]
+@dataclasses.dataclass
+class Study:
+    """What one invocation runs: the stages and seeds, where results go, how to train."""
 
-    environment = describe_environment()
-    all_runs = [r for runs in results.values() for r in runs] + [r for runs in variant_results.values() for r in runs]
-    frame = runs_frame(all_runs)
-    atomic_write_text(out / "comparison.csv", frame.to_csv(index=False))
-    atomic_write_json(out / "environment.json", environment)
-    learning_curves(specs, results, out / "learning_curves.png")
+    specs: dict[str, StageSpec]
+    seeds: list[int]
+    files: dict[str, Path]
+    data: mnist.MNIST
+    out: Path
+    quick: bool
+    force: bool
+    progress: bool
 
-    seeds_text = ", ".join(str(s) for s in seeds)
+    def run(self, key: str, spec: StageSpec, number: str) -> list[dict]:
+        return [run_or_resume(key, spec, seed, self.files[number], self.data, self.out / "runs", self.force,
+                              self.progress) for seed in self.seeds]
+
+
+def budget_variant_runs(study: Study) -> dict[str, list[dict]]:
+    """The data-budget table's extra runs: a stage's design with another number of training images."""
+    base_specs = load_specs([v.stage for v in DATA_BUDGET_VARIANTS if v.stage in study.files])
+    results = {}
+    for variant in DATA_BUDGET_VARIANTS:
+        if variant.stage not in base_specs:
+            continue
+        base = base_specs[variant.stage]
+        overrides = dict(variant.overrides)
+        if study.quick:
+            overrides.update({k: v for k, v in base.quick.items() if k != "train_size"})
+            overrides["epochs"] = min(overrides.get("epochs", base.epochs), base.quick.get("epochs", 2))
+        results[variant.key] = study.run(variant.key, dataclasses.replace(base, **overrides), variant.stage)
+    return results
+
+
+def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_results: dict[str, list[dict]],
+                        environment: dict) -> str:
+    """comparison.md: the stage table, the data-budget table and its reading, time, figure, provenance."""
+    all_runs = [r for runs in [*results.values(), *variant_results.values()] for r in runs]
     parts = [
-        "# Comparison of the stages",
-        "",
-        f"Every stage trained with seeds {seeds_text} and judged on the official 10,000-image MNIST test set; "
-        "accuracies are mean ± standard deviation over the seeds, time is the mean wall-clock seconds "
-        "of one run (training and evaluation) on the machine below. \"gain\" is the change in mean test "
-        "accuracy over the previous stage; \"published\" is what the source design reported (stage 01's "
-        "source measured its 88.29 % on 350 held-out *training* images, not the official test set).",
-        "",
-        stage_table(specs, results),
-        "",
+        "# Comparison of the stages", "",
+        f"Every stage trained with seeds {', '.join(str(s) for s in study.seeds)} and judged on the official "
+        "10,000-image MNIST test set; accuracies are mean ± standard deviation over the seeds, time is the mean "
+        "wall-clock seconds of one run (training and evaluation) on the machine below. \"gain\" is the change in "
+        "mean test accuracy over the previous stage; \"published\" is what the source design reported (stage "
+        "01's source measured its 88.29 % on 350 held-out *training* images, not the official test set).", "",
+        stage_table(study.specs, results), "",
     ]
+    if study.quick:
+        parts.insert(1, "\n" + QUICK_BANNER)
     if variant_results:
         parts += ["## Data budget versus model and optimizer", "",
-                  budget_table(specs, results, variant_results), "", budget_reading(results, variant_results), ""]
+                  budget_table(study.specs, results, variant_results), "",
+                  budget_reading(results, variant_results), ""]
     total_seconds = sum(r.get("seconds", 0.0) for r in all_runs if r["status"] == "ok")
     parts += [f"All {len(all_runs)} runs together took {total_seconds / 60:.1f} minutes of wall-clock time "
               "(as measured when each ran; reused results keep their original time).", "",
-              "![Learning curves](learning_curves.png)", "",
-              f"Produced by `{environment['command']}` on {environment['date']}, commit {environment['commit']}; "
-              f"Python {environment['python']}, NumPy {environment['numpy']} ({environment['blas']}), "
-              f"{environment['cpu_count']} CPUs, {environment['machine']}"
-              + (f", {', '.join(f'{k}={v}' for k, v in environment['thread_env'].items())}"
-                 if environment["thread_env"] else "") + "."]
+              "![Learning curves](learning_curves.png)", "", environment_line(environment)]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    seeds = parse_list(args.seeds, int, "--seeds")
+    if not seeds or min(seeds) < 0:
+        raise UserError("--seeds needs one or more non-negative integers, e.g. 0,1,2")
+    specs = load_specs(parse_list(args.stages, str, "--stages"))
     if args.quick:
-        parts.insert(1, "\n**Quick mode: tiny budgets for smoke tests; these numbers mean nothing.**")
-    comparison = "\n".join(parts) + "\n"
+        specs = {n: dataclasses.replace(s, **s.quick) for n, s in specs.items()}
+    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
+    study = Study(specs, seeds, stage_files(), load_data(args.data_dir), out, args.quick, args.force, not args.quiet)
+
+    results = {number: study.run(number, spec, number) for number, spec in specs.items()}
+    variant_results = {} if args.no_budget else budget_variant_runs(study)
+    environment = describe_environment()
+    all_runs = [r for runs in [*results.values(), *variant_results.values()] for r in runs]
+    atomic_write_text(out / "comparison.csv", runs_frame(all_runs).to_csv(index=False))
+    atomic_write_json(out / "environment.json", environment)
+    learning_curves(specs, results, out / "learning_curves.png")
+    comparison = comparison_markdown(study, results, variant_results, environment)
     atomic_write_text(out / "comparison.md", comparison)
     print()
     print(stage_table(specs, results))
     print(f"\nwrote {out / 'comparison.md'}, comparison.csv, learning_curves.png")
     full_default = out.resolve() == DEFAULT_OUT.resolve() and not args.quick and args.stages is None
-    if full_default:
-        if update_readme(readme_block_of(comparison)):
-            print("updated the comparison in README.md")
+    if full_default and update_readme(readme_block_of(comparison)):
+        print("updated the comparison in README.md")
     return 0
 
 

@@ -17,16 +17,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
+from tabulate import tabulate
 
-import pandas as pd  # noqa: E402
-from tabulate import tabulate  # noqa: E402
-
-from common.environment import REPO_ROOT, describe_environment  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.files import atomic_write_text  # noqa: E402
-from common.runner import OneLineParser, load_data, run_stage  # noqa: E402
-from experiments.stage_loader import load_specs  # noqa: E402
+from common.cli import OneLineParser, run_cli
+from common.environment import describe_environment
+from common.files import atomic_write_text
+from common.nn.errors import UserError
+from common.paths import RESULTS_DIR
+from common.runner import load_data, run_stage
+from common.stages import load_specs
 
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int,
                 "hidden_dropout": float, "input_dropout": float, "weight_decay": float, "shift": int}
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validation-size", type=int, default=10_000)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "tuning")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tuning")
     args = parser.parse_args(argv)
 
     (spec,) = load_specs([args.stage]).values()

@@ -15,11 +15,9 @@ Maths: forward pass, softmax + cross-entropy and backpropagation in docs/math.md
 Run: python stages/01_one_hidden_gd.py [--quick] [--seed 0] [--help]
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `common` imports when run as a script
-
-from common.runner import StageSpec, main
+from common.protocol import StageSpec
+from common.runner import main
 
 SPEC = StageSpec(
     name="01_one_hidden_gd",

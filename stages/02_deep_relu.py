@@ -17,11 +17,9 @@ accuracy is still creeping up then, which is stage 03's point: one update per 60
 Run: python stages/02_deep_relu.py [--quick] [--lr 0.5] [--epochs 400] [--help]
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `common` imports when run as a script
-
-from common.runner import StageSpec, main
+from common.protocol import StageSpec
+from common.runner import main
 
 SPEC = StageSpec(
     name="02_deep_relu",

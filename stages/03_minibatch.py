@@ -13,11 +13,9 @@ results/tuning/03_minibatch.md); 20 epochs keep the run well under a minute.
 Run: python stages/03_minibatch.py [--quick] [--lr 0.3] [--batch-size 128] [--epochs 20] [--help]
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `common` imports when run as a script
-
-from common.runner import StageSpec, main
+from common.protocol import StageSpec
+from common.runner import main
 
 SPEC = StageSpec(
     name="03_minibatch",

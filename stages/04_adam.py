@@ -20,11 +20,9 @@ training, a smaller step stops Adam bouncing around the minimum it has found
 Run: python stages/04_adam.py [--quick] [--lr 0.001] [--schedule constant] [--epochs 20] [--help]
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `common` imports when run as a script
-
-from common.runner import StageSpec, main
+from common.protocol import StageSpec
+from common.runner import main
 
 SPEC = StageSpec(
     name="04_adam",

@@ -22,11 +22,9 @@ machine, so three seeds fit in the comparison's time.
 Run: python stages/05_regularized.py [--quick] [--epochs 30] [--seed 0] [--help]
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `common` imports when run as a script
-
-from common.runner import StageSpec, main
+from common.protocol import StageSpec
+from common.runner import main
 
 SPEC = StageSpec(
     name="05_regularized",

@@ -19,13 +19,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from common import runs
+from common.data import find_idx_file, resolve_data_dir
+from common.idx import FILE_NAMES
+from common.stages import load_specs, stage_files
+from experiments import ablations
 
-from common.data import FILE_NAMES, find_idx_file, resolve_data_dir  # noqa: E402
-from experiments import ablations, compare  # noqa: E402
-from experiments.stage_loader import load_specs, stage_files  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ONLY = ["optimizer", "activation"]
@@ -56,14 +57,15 @@ def frozen_code(tmp_path_factory):
     """Fingerprint a snapshot of the numeric code and of stage 04, so that someone editing
     ``common/`` while the tests run cannot turn "reuse" into "re-train" between two runs."""
     snapshot = tmp_path_factory.mktemp("code")
-    for name in compare.NUMERIC_CODE:
+    for path in runs.numeric_code_files():
+        name = path.relative_to(runs.CODE_ROOT)
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / name, snapshot / name)
+        shutil.copy(path, snapshot / name)
     stage_file = snapshot / "stages" / "04_adam.py"
     stage_file.parent.mkdir()
     shutil.copy(stage_files()["04"], stage_file)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compare, "REPO_ROOT", snapshot)
+        patch.setattr(runs, "CODE_ROOT", snapshot)
         patch.setattr(ablations, "stage_files", lambda: {"04": stage_file})
         yield snapshot
 
@@ -232,15 +234,16 @@ def test_failed_variant_is_reported_and_others_continue(tmp_path, monkeypatch) -
 
 
 def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
-    for name in compare.NUMERIC_CODE:
+    for path in runs.numeric_code_files():
+        name = path.relative_to(runs.CODE_ROOT)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / name, tmp_path / name)
+        shutil.copy(path, tmp_path / name)
     stage_file = tmp_path / "04_adam.py"
     shutil.copy(stage_files()["04"], stage_file)
-    monkeypatch.setattr(compare, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(runs, "CODE_ROOT", tmp_path)
     runner = ablations.Runner(None, tmp_path / "runs", stage_file, force=False, progress=False)
     runner.check_code()  # unchanged: no error
-    with open(tmp_path / compare.NUMERIC_CODE[0], "a") as file:
+    with open(runs.numeric_code_files()[0], "a") as file:
         file.write("\n# edited\n")
     with pytest.raises(ablations.UserError, match="changed while the study ran"):
         runner.check_code()

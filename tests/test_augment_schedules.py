@@ -1,4 +1,4 @@
-"""Tests for common.augment.random_shift and common.schedules (cosine with warm-up, constant)."""
+"""Tests for common.nn.augment.random_shift and common.nn.schedules (cosine with warm-up, constant)."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from common.augment import random_shift
-from common.errors import UserError
-from common.schedules import constant, cosine, make_schedule
+from common.nn.augment import random_shift
+from common.nn.errors import UserError
+from common.nn.schedules import constant, cosine, make_schedule
 
 
 def translate(image: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -3,14 +3,9 @@ targets are derived from the timed runs, and how a missing library is reported. 
 themselves are measured by running the scripts, not here."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import compare_libraries as bench  # noqa: E402
+import compare_libraries as bench
 
 GFLOP = 27.264
 ENVIRONMENT = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
@@ -85,10 +80,11 @@ def test_profiled_epoch_trains_exactly_like_train():
     """The profiler's clocked step is the training step: same seed, same parameters afterwards."""
     import numpy as np
 
+    from common.nn.network import Network
+    from common.nn.optimizers import Adam
+    from common.nn.train import train
+
     import profile_epoch
-    from common.network import Network
-    from common.optimizers import Adam
-    from common.train import train
 
     rng = np.random.default_rng(0)
     x = rng.random((300, 784), dtype=np.float32)

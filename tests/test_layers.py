@@ -1,4 +1,4 @@
-"""Tests for common.layers: every backward pass against centered finite differences (float64),
+"""Tests for common.nn.layers: every backward pass against centered finite differences (float64),
 the first-layer shortcut, dropout's fixed mask and scaling, and the overflow-free sigmoid."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from common.gradcheck import numerical_gradient_of_output, rel_error
-from common.layers import Dense, Dropout, ReLU, Sigmoid, Tanh, stable_sigmoid
+from common.nn.gradcheck import numerical_gradient_of_output, rel_error
+from common.nn.layers import Dense, Dropout, ReLU, Sigmoid, Tanh, stable_sigmoid
 
 TOL = 1e-6
 H = 1e-5

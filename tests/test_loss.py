@@ -1,4 +1,4 @@
-"""Tests for common.loss: exact values, the gradient formula and finite differences, numerical stability."""
+"""Tests for common.nn.loss: exact values, the gradient formula and finite differences, numerical stability."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from common.gradcheck import numerical_gradient, rel_error
-from common.loss import softmax, softmax_cross_entropy
+from common.nn.gradcheck import numerical_gradient, rel_error
+from common.nn.loss import softmax, softmax_cross_entropy
 
 
 def test_hand_case_log2():

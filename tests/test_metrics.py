@@ -1,4 +1,4 @@
-"""Tests for common.metrics on a hand-countable case: accuracy, confusion matrix, precision/recall/F1."""
+"""Tests for common.nn.metrics on a hand-countable case: accuracy, confusion matrix, precision/recall/F1."""
 from __future__ import annotations
 
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from common.metrics import accuracy, confusion_matrix, misclassified_indices, precision_recall_f1
+from common.nn.metrics import accuracy, confusion_matrix, misclassified_indices, precision_recall_f1
 
 LABELS = np.array([0, 0, 1, 2, 2, 2])
 PREDICTED = np.array([0, 1, 1, 2, 0, 2])

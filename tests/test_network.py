@@ -1,4 +1,4 @@
-"""Tests for common.network (and common.init): whole-network gradient check, parameter count and
+"""Tests for common.nn.network (and common.nn.init): whole-network gradient check, parameter count and
 layout, dtypes, initialisation scales, inference helpers, dropout at test time, bad options."""
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.gradcheck import numerical_gradient, rel_error
-from common.init import init_weights
-from common.layers import Dense, Dropout
-from common.loss import softmax, softmax_cross_entropy
-from common.network import Network
+from common.nn.errors import UserError
+from common.nn.gradcheck import numerical_gradient, rel_error
+from common.nn.init import init_weights
+from common.nn.layers import Dense, Dropout
+from common.nn.loss import softmax, softmax_cross_entropy
+from common.nn.network import Network
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
@@ -123,7 +123,7 @@ def test_forward_matches_manual_computation():
     rng = np.random.default_rng(8)
     net = Network.from_sizes([5, 4, 3], rng, dtype="float64")
     net.flat_params[:] = rng.standard_normal(net.flat_params.size)
-    (w0, b0), (w1, b1) = [(l.params["W"], l.params["b"]) for l in net.dense_layers()]
+    (w0, b0), (w1, b1) = [(layer.params["W"], layer.params["b"]) for layer in net.dense_layers()]
     x = rng.standard_normal((2, 5))
     np.testing.assert_allclose(net.forward(x), np.maximum(x @ w0 + b0, 0) @ w1 + b1, rtol=1e-12)
 

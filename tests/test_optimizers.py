@@ -1,4 +1,4 @@
-"""Tests for common.optimizers: three steps of each rule against the textbook formulas written out
+"""Tests for common.nn.optimizers: three steps of each rule against the textbook formulas written out
 by hand, per-parameter state, dtype preservation, fused vs unfused parameters, bad options."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.loss import softmax_cross_entropy
-from common.network import Network
-from common.optimizers import Adam, GradientDescent, Momentum, RMSprop, make_optimizer
+from common.nn.errors import UserError
+from common.nn.loss import softmax_cross_entropy
+from common.nn.network import Network
+from common.nn.optimizers import Adam, GradientDescent, Momentum, RMSprop, make_optimizer
 
 P0 = np.array([1.0, -2.0, 0.5, 0.0])
 GRADS = [np.array([0.1, -0.3, 2.0, 0.0]),

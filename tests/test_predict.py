@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from common import predict
-from common.errors import UserError
+from common.nn.errors import UserError
 from common.predict import centre_of_mass, load_image, preprocess_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,10 +150,10 @@ def mnist():
 def trained(mnist, tmp_path_factory):
     """(model path, test probabilities (10000, 10)) of a small network trained here on real MNIST."""
     from common.data import scale_pixels
-    from common.network import Network
-    from common.optimizers import Adam
+    from common.nn.network import Network
+    from common.nn.optimizers import Adam
+    from common.nn.train import train
     from common.serialize import save_network
-    from common.train import train
 
     rng = np.random.default_rng(0)
     network = Network.from_sizes([784, 64, 10], rng)
@@ -271,7 +271,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 @pytest.fixture
 def white_model(tmp_path: Path) -> Path:
     """An untrained (but valid) 784-16-10 model: enough for the error paths."""
-    from common.network import Network
+    from common.nn.network import Network
     from common.serialize import save_network
 
     return save_network(tmp_path / "untrained.npz", Network.from_sizes([784, 16, 10], np.random.default_rng(0)),
@@ -312,7 +312,7 @@ def test_error_missing_model(digit_png: Path, tmp_path: Path):
 
 
 def test_error_not_a_model_and_wrong_input_size(digit_png: Path, tmp_path: Path):
-    from common.network import Network
+    from common.nn.network import Network
     from common.serialize import save_network
 
     text = tmp_path / "model.npz"
@@ -325,7 +325,7 @@ def test_error_not_a_model_and_wrong_input_size(digit_png: Path, tmp_path: Path)
 
 def test_default_model_missing_says_what_to_train(monkeypatch: pytest.MonkeyPatch, digit_png: Path,
                                                   tmp_path: Path, capsys: pytest.CaptureFixture):
-    from common.errors import run_cli
+    from common.cli import run_cli
 
     monkeypatch.setattr(predict, "DEFAULT_MODELS", (tmp_path / "a" / "model.npz", tmp_path / "b" / "model.npz"))
     monkeypatch.setattr(predict, "REPO_ROOT", tmp_path)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.network import Network
+from common.nn.errors import UserError
+from common.nn.network import Network
 from common.serialize import load_network, save_network
 
 

@@ -1,4 +1,4 @@
-"""Tests for common.train: overfitting a tiny set, determinism, mini-batch coverage, the epoch
+"""Tests for common.nn.train: overfitting a tiny set, determinism, mini-batch coverage, the epoch
 loss, divergence, evaluation cadence, learning-rate schedules and bad options."""
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.loss import softmax_cross_entropy
-from common.network import Network
-from common.optimizers import Adam, GradientDescent, Optimizer
-from common.schedules import cosine
-from common.train import DivergenceError, iterate_minibatches, loss_and_gradient, train
+from common.nn.errors import UserError
+from common.nn.loss import softmax_cross_entropy
+from common.nn.network import Network
+from common.nn.optimizers import Adam, GradientDescent, Optimizer
+from common.nn.schedules import cosine
+from common.nn.train import DivergenceError, iterate_minibatches, loss_and_gradient, train
 
 
 def random_problem(seed: int = 0, n: int = 50, d: int = 20, k: int = 10, dtype=np.float32):

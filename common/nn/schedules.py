@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from common.errors import UserError
+from common.nn.errors import UserError
 
 Schedule = Callable[[int], float]  # 0-based epoch -> learning rate
 

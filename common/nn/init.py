@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from common.errors import UserError
+from common.nn.errors import UserError
 
 
 def he(fan_in: int, fan_out: int, rng: np.random.Generator, scale: float | None = None) -> np.ndarray:

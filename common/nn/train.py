@@ -14,12 +14,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from common.errors import UserError
-from common.loss import softmax_cross_entropy
-from common.metrics import accuracy
-from common.network import Network
-from common.optimizers import Optimizer
-from common.schedules import Schedule
+from common.nn.errors import DivergenceError, UserError
+from common.nn.loss import softmax_cross_entropy
+from common.nn.metrics import accuracy
+from common.nn.network import Network
+from common.nn.optimizers import Optimizer
+from common.nn.schedules import Schedule
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # (B, 784) -> (B, 784)
 
@@ -27,10 +27,6 @@ Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # (B, 784) ->
 # most 2 MB and stays in the CPU cache; one pass over all 60,000 rows at once builds 30 MB
 # arrays that go through main memory several times (results/benchmark.md measures both ways).
 BLOCK_ROWS = 4096
-
-
-class DivergenceError(UserError):
-    """The loss became NaN or infinite."""
 
 
 def iterate_minibatches(num_examples: int, batch_size: int, rng: np.random.Generator):

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from common.errors import UserError
+from common.nn.errors import UserError
 
 Parameter = tuple[str, np.ndarray, np.ndarray]
 

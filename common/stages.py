@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from common.nn.errors import UserError
+from common.paths import STAGES_DIR
+from common.protocol import StageSpec
 
-from common.errors import UserError  # noqa: E402
-from common.runner import StageSpec  # noqa: E402
-
-STAGES_DIR = REPO_ROOT / "stages"
 STAGE_FILE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 
 

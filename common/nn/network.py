@@ -12,10 +12,10 @@ from typing import Iterator
 
 import numpy as np
 
-from common.errors import UserError
-from common.init import init_weights
-from common.layers import ACTIVATIONS, Dense, Dropout, Layer
-from common.loss import softmax
+from common.nn.errors import UserError
+from common.nn.init import init_weights
+from common.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
+from common.nn.loss import softmax
 
 # (name, parameter, gradient): the unit the optimizers work on.
 Parameter = tuple[str, np.ndarray, np.ndarray]

@@ -1,0 +1,209 @@
+"""The one protocol every stage runs under: its settings, its data, training and evaluation.
+
+A stage is a :class:`StageSpec` (its settings, stated once). :func:`train_stage` prepares the
+data splits the spec asks for, builds the network, trains it and scores it on the official test
+set; :func:`stage_metrics` turns that into the JSON-able record every result file holds. The stage
+scripts (through ``common.runner``), the comparison, the ablations and the tuning all call these
+two, so a number in any table is produced by exactly the code a reader runs stage by stage.
+Together with ``common/nn/`` this module decides every number: the run cache fingerprints both.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common import data as mnist
+from common.environment import describe_environment
+from common.nn.augment import random_shift
+from common.nn.errors import UserError
+from common.nn.init import INITIALIZERS
+from common.nn.layers import ACTIVATIONS
+from common.nn.metrics import accuracy, confusion_matrix, precision_recall_f1
+from common.nn.network import Architecture, Network
+from common.nn.optimizers import OPTIMIZERS, make_optimizer
+from common.nn.schedules import make_schedule
+from common.nn.train import train
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything that defines a stage. Defaults are the settings of the published design."""
+
+    name: str                       # e.g. "04_adam": the script's name, and its output folder
+    title: str                      # e.g. "Adam"
+    adds: str                       # one line: what this stage adds over the previous one
+    sizes: tuple[int, ...]          # layer sizes, input and output included
+    optimizer: str                  # gd, momentum, rmsprop or adam
+    lr: float
+    epochs: int                     # epochs (mini-batch) or iterations (full batch)
+    batch_size: int | None = None   # None: full batch, one update per pass over the data
+    activation: str = "relu"
+    init: str = "he"
+    init_scale: float | None = None  # only for init="normal"
+    pixel_scale: str = "unit"       # "unit": [0, 1]; "raw": 0..255 as the first design fed them
+    train_size: int | None = None   # None: all 60,000; else a seeded sample of the training images
+    holdout_size: int = 0           # a disjoint held-out slice of the training images (stage 01: 350)
+    validation_size: int = 0        # carve a validation split off the training images for choices
+    schedule: str = "constant"      # constant or cosine
+    warmup: int = 0
+    weight_decay: float = 0.0
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    shift: int = 0                  # random translations of up to this many pixels
+    eval_every: int = 1
+    reproduces: str = ""            # which source design, if any
+    published_accuracy: float | None = None  # as the source published it (a fraction)
+    published_note: str = ""        # on what data the source measured it
+    quick: dict = field(default_factory=dict)  # overrides for --quick (tiny smoke-test budget)
+
+    @property
+    def is_full_batch(self) -> bool:
+        return self.batch_size is None
+
+    @property
+    def step_label(self) -> str:
+        return "iteration" if self.is_full_batch else "epoch"
+
+    def architecture(self) -> Architecture:
+        return Architecture(self.sizes, self.activation, self.input_dropout, self.hidden_dropout)
+
+    def optimizer_label(self) -> str:
+        text = {"gd": "gradient descent", "momentum": "momentum", "rmsprop": "RMSprop",
+                "adam": "AdamW" if self.weight_decay else "Adam"}[self.optimizer]
+        text += f" lr {self.lr:g}"
+        if self.schedule != "constant":
+            text += f", {self.schedule}"
+        return text
+
+    def settings(self) -> dict:
+        """The JSON-able settings (everything but the quick overrides)."""
+        values = dataclasses.asdict(self)
+        values.pop("quick")
+        values["sizes"] = list(self.sizes)
+        return values
+
+def validate_spec(spec: StageSpec) -> None:
+    """Reject settings that cannot run, with one line each."""
+    checks = [
+        (spec.epochs >= 1, f"epochs must be at least 1, got {spec.epochs}"),
+        (spec.lr > 0, f"learning rate must be positive, got {spec.lr}"),
+        (spec.batch_size is None or spec.batch_size >= 1, f"batch size must be at least 1, got {spec.batch_size}"),
+        (spec.activation in ACTIVATIONS, f"unknown activation {spec.activation!r}; choose one of {', '.join(ACTIVATIONS)}"),
+        (spec.init in INITIALIZERS, f"unknown initialisation {spec.init!r}; choose one of {', '.join(INITIALIZERS)}"),
+        (spec.optimizer in OPTIMIZERS, f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
+        (spec.pixel_scale in mnist.PIXEL_SCALES, f"unknown pixel scale {spec.pixel_scale!r}; choose one of {', '.join(mnist.PIXEL_SCALES)}"),
+        (spec.train_size is None or spec.train_size >= 1, f"training-set size must be at least 1, got {spec.train_size}"),
+        (spec.holdout_size >= 0 and spec.validation_size >= 0, "held-out and validation sizes must be >= 0"),
+        (spec.eval_every >= 1, f"eval-every must be at least 1, got {spec.eval_every}"),
+        (0 <= spec.shift <= 8, f"shift must be between 0 and 8 pixels, got {spec.shift}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    spec.architecture()  # validates sizes and dropout rates
+
+@dataclass
+class Split:
+    """Images ``x (N, 784)`` as float32 and labels ``y (N,)``."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+def prepare_splits(spec: StageSpec, data: mnist.MNIST, seed: int) -> dict[str, Split]:
+    """The training set, optional held-out / validation slices and the official test set.
+
+    With ``train_size`` set, the training images are a random sample (without replacement,
+    drawn from ``seed``) of the 60,000, and the held-out and validation slices are disjoint
+    from it. Pixels are scaled once, here, to ``spec.pixel_scale``.
+    """
+    num_available = len(data.train_labels)
+    train_size = spec.train_size
+    if train_size is None:
+        train_size = num_available - spec.holdout_size - spec.validation_size
+        if train_size < 1:
+            raise UserError(f"held-out + validation slices ({spec.holdout_size} + {spec.validation_size}) "
+                            f"leave no training images out of {num_available}")
+    train_index, rest_index = mnist.sample_budget(num_available, train_size,
+                                                  spec.holdout_size + spec.validation_size, seed)
+    if spec.train_size is None and spec.holdout_size == 0 and spec.validation_size == 0:
+        train_index = np.arange(num_available)  # all images, in the official order
+    splits = {"train": train_index, "holdout": rest_index[:spec.holdout_size],
+              "val": rest_index[spec.holdout_size:]}
+    out = {name: Split(mnist.scale_pixels(data.train_images[index], spec.pixel_scale), data.train_labels[index])
+           for name, index in splits.items() if len(index)}
+    out["test"] = Split(mnist.scale_pixels(data.test_images, spec.pixel_scale), data.test_labels)
+    return out
+
+
+def spawn_generators(seed: int, count: int) -> list[np.random.Generator]:
+    """``count`` independent generators from one seed (``SeedSequence.spawn``; the same streams as
+    ``np.random.default_rng(seed).spawn(count)``, which needs NumPy 1.25)."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(count)]
+
+
+@dataclass
+class TrainedStage:
+    """What :func:`train_stage` leaves: the network, its history, the splits, its test predictions."""
+
+    spec: StageSpec
+    seed: int
+    network: Network
+    history: list[dict]
+    splits: dict[str, Split]
+    probabilities: np.ndarray       # (N_test, 10) softmax outputs on the official test set
+    figure_rng: np.random.Generator  # for the figures' random choices, apart from training's stream
+
+
+def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = True) -> TrainedStage:
+    """Train ``spec`` with ``seed`` on ``data`` and predict the official test set."""
+    validate_spec(spec)
+    init_rng, train_rng, figure_rng = spawn_generators(seed, 3)
+    splits = prepare_splits(spec, data, seed)
+    network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
+    optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    schedule = make_schedule(spec.schedule, spec.lr, spec.epochs, spec.warmup)
+    augment = (lambda x, rng: random_shift(x, rng, spec.shift)) if spec.shift else None
+    eval_sets = {name: (split.x, split.y) for name, split in splits.items()}
+    if progress:
+        print(f"stage {spec.name}: {spec.architecture().describe()}, {spec.optimizer_label()}, "
+              f"batch {spec.batch_size or 'full'}, {spec.epochs} {spec.step_label}s, "
+              f"{len(splits['train'].y):,} training images, seed {seed}", flush=True)
+    history = train(network, optimizer, splits["train"].x, splits["train"].y, epochs=spec.epochs,
+                    rng=train_rng, batch_size=spec.batch_size, eval_sets=eval_sets,
+                    eval_every=spec.eval_every, lr_schedule=schedule, augment=augment,
+                    progress=progress, progress_label=spec.step_label)
+    probabilities = network.predict_proba(splits["test"].x)
+    return TrainedStage(spec, seed, network, history, splits, probabilities, figure_rng)
+
+
+def stage_metrics(trained: TrainedStage) -> dict:
+    """The JSON-able record of a trained stage: accuracies, sizes, scores, settings, history, environment."""
+    spec, splits, final = trained.spec, trained.splits, trained.history[-1]
+    test = splits["test"]
+    predicted = trained.probabilities.argmax(axis=1)
+    matrix = confusion_matrix(test.y, predicted)
+    scores = precision_recall_f1(matrix)
+    held_out = [name for name in ("holdout", "val") if name in splits]
+    return {
+        "stage": spec.name, "title": spec.title, "adds": spec.adds,
+        "train_accuracy": final["train_accuracy"],
+        "test_accuracy": accuracy(predicted, test.y),
+        **{f"{name}_accuracy": final[f"{name}_accuracy"] for name in held_out},
+        "train_size": len(splits["train"].y), "test_size": len(test.y),
+        **{f"{name}_size": len(splits[name].y) for name in held_out},
+        "epochs": spec.epochs, "step_label": spec.step_label,
+        "seconds": final["seconds"], "train_seconds": final["train_seconds"],
+        "seed": trained.seed,
+        "architecture": spec.architecture().describe(),
+        "num_parameters": trained.network.num_parameters,
+        "optimizer": spec.optimizer_label(),
+        "published_accuracy": spec.published_accuracy,
+        "settings": spec.settings(),
+        **{f"macro_{key}": scores[f"macro_{key}"] for key in ("precision", "recall", "f1")},
+        "per_class": {key: scores[key].tolist() for key in ("precision", "recall", "f1", "support")},
+        "confusion_matrix": matrix.tolist(),
+        "history": trained.history,
+        "environment": describe_environment(),
+    }
