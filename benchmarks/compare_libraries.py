@@ -13,7 +13,8 @@ Contenders, run interleaved (ours, sklearn, sklearn float32, PyTorch, then again
 * ``ours``: ``common.nn.train.train`` on float32 (``Network.from_sizes``, ``Adam``);
 * ``sklearn``: ``MLPClassifier`` on float64 input (its default), timed around one
   ``fit(max_iter=EPOCHS)`` with ``tol=0`` and ``n_iter_no_change`` huge so it runs every epoch
-  (``partial_fit`` would reshuffle identically each call: shared/notes/performance.md, pitfall 4);
+  (not ``partial_fit``: with an integer ``random_state`` it reshuffles identically every call, and
+  ``warm_start`` resets Adam's moments);
 * ``sklearn_float32``: the same on float32 input (a separate row, not the reference);
 * ``pytorch``: an equivalent ``nn.Sequential`` on CPU, float32, ``torch.optim.Adam`` (its CPU
   default implementation), batches gathered by indexing one tensor with a shuffled index tensor.
@@ -287,10 +288,10 @@ def _fmt(value: float | None, pattern: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, pattern)
 
 
-def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict) -> str:
+def library_table(summary: dict, runs: dict, epochs: int) -> str:
+    """One row per library: dtype, init, seconds per epoch (median and range), accuracy, our ratio."""
     from tabulate import tabulate
 
-    epochs = settings["epochs"]
     rows = []
     for lib in LIBRARIES:
         if lib in summary["skipped"]:
@@ -302,8 +303,13 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
                      f"{min(per_epoch):.3f}-{max(per_epoch):.3f}",
                      f"{100 * summary['test_accuracy'][lib]:.2f}",
                      f"{summary['seconds_per_epoch']['ours'] / spe:.2f}"])
-    table = tabulate(rows, headers=["library", "dtype", "default init", "s/epoch (median)", "s/epoch range",
-                                    "test acc % (median)", "ours / this"], tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=["library", "dtype", "default init", "s/epoch (median)", "s/epoch range",
+                                   "test acc % (median)", "ours / this"], tablefmt="github", disable_numparse=True)
+
+
+def speed_table(summary: dict, runs: dict) -> str:
+    """Our epoch and the full-batch pass in seconds, GFLOP/s and fraction of the matmul peak."""
+    from tabulate import tabulate
 
     peak = summary["matmul_peak_gflops"]
     steady = sum(len(steady_epochs(run)) for run in runs["ours"])
@@ -319,8 +325,12 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         speed_rows.append(["same gradient in one 60,000-row pass, for comparison (median)", f"{one_pass:.3f}",
                            f"{summary['fullbatch_one_pass_gflops']:.1f}",
                            f"{100 * summary['fullbatch_one_pass_gflops'] / peak:.1f} %"])
-    speed = tabulate(speed_rows, headers=["what", "seconds", "GFLOP/s", "of peak"], tablefmt="github",
-                     disable_numparse=True)
+    return tabulate(speed_rows, headers=["what", "seconds", "GFLOP/s", "of peak"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def targets_table(summary: dict) -> str:
+    from tabulate import tabulate
 
     target_rows = []
     for key, target in summary["targets"].items():
@@ -332,10 +342,28 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         else:
             shown, met = f"{value:.2f}", "yes" if target["met"] else "no"
         target_rows.append([target["what"], target["threshold"], shown, met])
-    targets = tabulate(target_rows, headers=["target", "threshold", "measured", "met"], tablefmt="github", disable_numparse=True)
+    return tabulate(target_rows, headers=["target", "threshold", "measured", "met"], tablefmt="github",
+                    disable_numparse=True)
 
-    env = environment
+
+def environment_lines(env: dict) -> list[str]:
     thread_env = ", ".join(f"{k}={v}" for k, v in env["thread_env"].items()) or "no thread variables set"
+    return [
+        f"- date: {env['date']}",
+        f"- commit: {env['commit']}",
+        f"- Python {env['python']}, NumPy {env['numpy']} ({env['blas']})",
+        f"- torch {env['torch']}, scikit-learn {env['scikit-learn']}",
+        f"- threads: {env['threads']} for every library (env: {thread_env}; "
+        f"`torch.set_num_threads({env['threads']})`); CPUs: {env['cpu_count']}",
+        f"- command: `{env['command']}`",
+        f"- 1-minute load average at start / end: {_fmt(env['load_average_1min'][0], '.1f')} / "
+        f"{_fmt(env['load_average_1min'][1], '.1f')} (above the CPU count means other processes "
+        f"competed for the cores: expect slower, noisier figures, worst with several threads)",
+    ]
+
+
+def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict) -> str:
+    epochs = settings["epochs"]
     lines = [
         "# Library benchmark: our NumPy core vs scikit-learn and PyTorch",
         "",
@@ -347,7 +375,7 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         f"Seconds per epoch = wall time of the whole training budget / epochs (data loading and "
         f"evaluation excluded). Each library uses its own default weight initialisation.",
         "",
-        table,
+        library_table(summary, runs, epochs),
         "",
         "## Speed against this machine's matrix-multiply peak",
         "",
@@ -362,7 +390,7 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         f"array stays in the CPU cache; the same gradient in one pass is timed for comparison. "
         f"Full-batch figures are medians over all rounds.",
         "",
-        speed,
+        speed_table(summary, runs),
         "",
         "Each round against its own peak (the spread shows how much the machine's load moved): epoch "
         + ", ".join(f"{100 * f:.1f} %" for f in summary["peak_fraction_epoch_per_round"])
@@ -373,20 +401,11 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         "",
         "## Targets",
         "",
-        targets,
+        targets_table(summary),
         "",
         "## Environment",
         "",
-        f"- date: {env['date']}",
-        f"- commit: {env['commit']}",
-        f"- Python {env['python']}, NumPy {env['numpy']} ({env['blas']})",
-        f"- torch {env['torch']}, scikit-learn {env['scikit-learn']}",
-        f"- threads: {env['threads']} for every library (env: {thread_env}; "
-        f"`torch.set_num_threads({env['threads']})`); CPUs: {env['cpu_count']}",
-        f"- command: `{env['command']}`",
-        f"- 1-minute load average at start / end: {_fmt(env['load_average_1min'][0], '.1f')} / "
-        f"{_fmt(env['load_average_1min'][1], '.1f')} (above the CPU count means other processes "
-        f"competed for the cores: expect slower, noisier figures, worst with several threads)",
+        *environment_lines(environment),
         "",
         "The machine may be shared with other processes; rounds are interleaved so that noise hits "
         "every library alike, but absolute seconds vary from run to run. Per-round figures are in "
@@ -418,6 +437,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_rounds(args: argparse.Namespace, data: dict, active: list[str], threads: int):
+    """The interleaved rounds: each measures the matmul peak, the full-batch pass, then every library.
+
+    Returns ``(runs per library, peaks, full-batch seconds in blocks, full-batch seconds in one pass)``.
+    """
+    x_train, y_train = data["x_train"], data["y_train"]
+    peak_sizes = PEAK_SIZES[:1] if args.quick else PEAK_SIZES
+    runs: dict[str, list[dict]] = {lib: [] for lib in LIBRARIES}
+    peaks: list[float] = []
+    fullbatch: list[float] = []
+    fullbatch_one_pass: list[float] = []
+    for round_index in range(args.repeats):
+        seed = args.seed + round_index
+        peak = matmul_peak(peak_sizes, repeats=3)
+        peaks.append(peak["gflops"])
+        fullbatch.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed))
+        fullbatch_one_pass.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed, block_rows=len(x_train)))
+        print(f"round {round_index + 1}: matmul peak {peak['gflops']:.1f} GFLOP/s, full-batch "
+              f"fwd+bwd {statistics.median(fullbatch[-3:]):.3f} s in blocks, "
+              f"{statistics.median(fullbatch_one_pass[-3:]):.3f} s in one pass", flush=True)
+        for lib in active:
+            result = RUNNERS[lib](data, args.epochs, seed, threads)
+            result["seed"] = seed
+            runs[lib].append(result)
+            print(f"round {round_index + 1}: {lib:16s} {result['seconds'] / args.epochs:7.3f} s/epoch  "
+                  f"test {100 * result['test_accuracy']:.2f} %", flush=True)
+
+    return runs, peaks, fullbatch, fullbatch_one_pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_blas_threads(args.threads)  # re-executes with the env set if needed
@@ -439,29 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "sklearn" in active:
         data["x_train64"] = x_train.astype(np.float64)
     gflop = network_gflop(SIZES, len(x_train))
-    peak_sizes = PEAK_SIZES[:1] if args.quick else PEAK_SIZES
 
     print(f"{args.epochs} epoch(s) x {args.repeats} round(s), {threads} thread(s): {', '.join(active)}", flush=True)
-    runs: dict[str, list[dict]] = {lib: [] for lib in LIBRARIES}
-    peaks: list[float] = []
-    fullbatch: list[float] = []
-    fullbatch_one_pass: list[float] = []
-    for round_index in range(args.repeats):
-        seed = args.seed + round_index
-        peak = matmul_peak(peak_sizes, repeats=3)
-        peaks.append(peak["gflops"])
-        fullbatch.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed))
-        fullbatch_one_pass.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed, block_rows=len(x_train)))
-        print(f"round {round_index + 1}: matmul peak {peak['gflops']:.1f} GFLOP/s, full-batch "
-              f"fwd+bwd {statistics.median(fullbatch[-3:]):.3f} s in blocks, "
-              f"{statistics.median(fullbatch_one_pass[-3:]):.3f} s in one pass", flush=True)
-        for lib in active:
-            result = RUNNERS[lib](data, args.epochs, seed, threads)
-            result["seed"] = seed
-            runs[lib].append(result)
-            print(f"round {round_index + 1}: {lib:16s} {result['seconds'] / args.epochs:7.3f} s/epoch  "
-                  f"test {100 * result['test_accuracy']:.2f} %", flush=True)
-
+    runs, peaks, fullbatch, fullbatch_one_pass = run_rounds(args, data, active, threads)
     summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, fullbatch_one_pass)
     environment = {**describe_environment(), **library_versions(), "commit": short_commit(),
                    "threads": threads, "command": command_line(),

@@ -130,7 +130,8 @@ def matmul_peak(sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5) -> dict:
 
 def load_training_data(data_dir: str | None = None):
     """``(x_train float32 [0, 1], y_train, x_test float32, y_test)`` from the real MNIST."""
-    from common.data import load_mnist, scale_pixels
+    from common.data import load_mnist
+    from common.protocol import scale_pixels
 
     mnist = load_mnist(data_dir, progress=False)
     return (scale_pixels(mnist.train_images, "unit"), mnist.train_labels,

@@ -38,11 +38,9 @@ from common.idx import (
     read_labels,
     refetch_advice,
 )
-from common.nn.errors import UserError
 from common.paths import DEFAULT_DATA_DIR
 
 ENV_DATA_DIR = "MNIST_DATA_DIR"
-PIXEL_SCALES = ("unit", "raw")
 
 
 @dataclass(frozen=True)
@@ -135,36 +133,6 @@ def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True,
                             f"(.gz or uncompressed); fetch them with `{fetch_hint(directory)}`")
         fetch_mnist(directory, progress=progress)
     return _load_dir(directory)
-
-
-# --------------------------------------------------------------------------- pixels and subsets
-
-def scale_pixels(images: np.ndarray, scale: str = "unit") -> np.ndarray:
-    """Turn uint8 pixels ``(N, 784)`` into float32 ``(N, 784)``: "unit" -> [0, 1], "raw" -> 0..255.
-
-    This is the one place where pixel bytes become floats.
-    """
-    if scale not in PIXEL_SCALES:
-        raise UserError(f"unknown pixel scale {scale!r}; choose one of {', '.join(PIXEL_SCALES)}")
-    out = np.asarray(images).astype(np.float32)
-    if scale == "unit":
-        out /= np.float32(255.0)
-    return out
-
-def sample_budget(num_available: int, n_train: int, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw disjoint index arrays ``(n_train,)`` and ``(n_holdout,)`` from ``range(num_available)``.
-
-    Without replacement, reproducible from ``seed``: the first ``n_train`` entries of
-    ``np.random.default_rng(seed).permutation(num_available)`` train, the next ``n_holdout`` are
-    held out (the first source design used 1,000 + 350 drawn from the training set).
-    """
-    if n_train < 0 or n_holdout < 0:
-        raise UserError(f"sample sizes must be >= 0 (got n_train={n_train}, n_holdout={n_holdout})")
-    if n_train + n_holdout > num_available:
-        raise UserError(f"cannot draw {n_train} training + {n_holdout} held-out examples from "
-                        f"{num_available} without replacement; lower the budget")
-    order = np.random.default_rng(seed).permutation(num_available)
-    return order[:n_train], order[n_train:n_train + n_holdout]
 
 
 # --------------------------------------------------------------------------- checking and fetching

@@ -42,16 +42,15 @@ from typing import Sequence
 import numpy as np
 
 from common.cli import OneLineParser, run_cli
+from common.idx import IMAGE_SIDE
 from common.nn.errors import UserError
+from common.paths import REPO_ROOT, RESULTS_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = (
-    REPO_ROOT / "results" / "stages" / "05_regularized" / "model.npz",
-    REPO_ROOT / "results" / "stages" / "04_adam" / "model.npz",
+    RESULTS_DIR / "stages" / "05_regularized" / "model.npz",
+    RESULTS_DIR / "stages" / "04_adam" / "model.npz",
 )
 
-SIDE = 28
-"""The MNIST image is SIDE x SIDE pixels."""
 BOX = 20
 """Longer side of the digit's bounding box after scaling, as in MNIST."""
 CENTRE = 14.0
@@ -191,9 +190,9 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
 
     # 4. centre of mass to (CENTRE, CENTRE), by whole pixels, staying inside the field
     com_row, com_col = centre_of_mass(small)
-    top = int(np.clip(round(CENTRE - com_row), 0, SIDE - size[0]))
-    left = int(np.clip(round(CENTRE - com_col), 0, SIDE - size[1]))
-    field = np.zeros((SIDE, SIDE), dtype=np.float32)
+    top = int(np.clip(round(CENTRE - com_row), 0, IMAGE_SIDE - size[0]))
+    left = int(np.clip(round(CENTRE - com_col), 0, IMAGE_SIDE - size[1]))
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     field[top:top + size[0], left:left + size[1]] = small
     return np.rint(field * 255.0).astype(np.uint8).ravel()
 
@@ -224,9 +223,9 @@ def load_model(path: str | os.PathLike):
 
     network, metadata = load_network(path)
     sizes = list(network.architecture.sizes) if network.architecture is not None else []
-    if not sizes or sizes[0] != SIDE * SIDE:
+    if not sizes or sizes[0] != IMAGE_SIDE * IMAGE_SIDE:
         raise UserError(f"{path}: the model takes {sizes[0] if sizes else '?'} inputs, not the "
-                        f"{SIDE * SIDE} pixels of a 28x28 digit")
+                        f"{IMAGE_SIDE * IMAGE_SIDE} pixels of a 28x28 digit")
     if sizes[-1] != 10:
         raise UserError(f"{path}: the model has {sizes[-1]} outputs, not the 10 digit classes")
     if "pixel_scale" not in metadata:
@@ -240,7 +239,7 @@ def predict_image(image: np.ndarray, network, metadata: dict) -> tuple[np.ndarra
     Returns ``(pixels uint8 (784,), probabilities (10,))``; the pixels are scaled for the network
     as it was trained (``metadata["pixel_scale"]``: "unit" -> [0, 1], "raw" -> 0..255).
     """
-    from common.data import scale_pixels
+    from common.protocol import scale_pixels
 
     pixels = preprocess_image(image)
     x = scale_pixels(pixels[None, :], metadata["pixel_scale"])  # (1, 784) float32

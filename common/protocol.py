@@ -26,6 +26,36 @@ from common.nn.optimizers import OPTIMIZERS, make_optimizer
 from common.nn.schedules import make_schedule
 from common.nn.train import train
 
+PIXEL_SCALES = ("unit", "raw")
+
+
+def scale_pixels(images: np.ndarray, scale: str = "unit") -> np.ndarray:
+    """Turn uint8 pixels ``(N, 784)`` into float32 ``(N, 784)``: "unit" -> [0, 1], "raw" -> 0..255.
+
+    This is the one place where pixel bytes become floats.
+    """
+    if scale not in PIXEL_SCALES:
+        raise UserError(f"unknown pixel scale {scale!r}; choose one of {', '.join(PIXEL_SCALES)}")
+    out = np.asarray(images).astype(np.float32)
+    if scale == "unit":
+        out /= np.float32(255.0)
+    return out
+
+def sample_budget(num_available: int, n_train: int, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw disjoint index arrays ``(n_train,)`` and ``(n_holdout,)`` from ``range(num_available)``.
+
+    Without replacement, reproducible from ``seed``: the first ``n_train`` entries of
+    ``np.random.default_rng(seed).permutation(num_available)`` train, the next ``n_holdout`` are
+    held out (the first source design used 1,000 + 350 drawn from the training set).
+    """
+    if n_train < 0 or n_holdout < 0:
+        raise UserError(f"sample sizes must be >= 0 (got n_train={n_train}, n_holdout={n_holdout})")
+    if n_train + n_holdout > num_available:
+        raise UserError(f"cannot draw {n_train} training + {n_holdout} held-out examples from "
+                        f"{num_available} without replacement; lower the budget")
+    order = np.random.default_rng(seed).permutation(num_available)
+    return order[:n_train], order[n_train:n_train + n_holdout]
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -93,7 +123,7 @@ def validate_spec(spec: StageSpec) -> None:
         (spec.activation in ACTIVATIONS, f"unknown activation {spec.activation!r}; choose one of {', '.join(ACTIVATIONS)}"),
         (spec.init in INITIALIZERS, f"unknown initialisation {spec.init!r}; choose one of {', '.join(INITIALIZERS)}"),
         (spec.optimizer in OPTIMIZERS, f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
-        (spec.pixel_scale in mnist.PIXEL_SCALES, f"unknown pixel scale {spec.pixel_scale!r}; choose one of {', '.join(mnist.PIXEL_SCALES)}"),
+        (spec.pixel_scale in PIXEL_SCALES, f"unknown pixel scale {spec.pixel_scale!r}; choose one of {', '.join(PIXEL_SCALES)}"),
         (spec.train_size is None or spec.train_size >= 1, f"training-set size must be at least 1, got {spec.train_size}"),
         (spec.holdout_size >= 0 and spec.validation_size >= 0, "held-out and validation sizes must be >= 0"),
         (spec.eval_every >= 1, f"eval-every must be at least 1, got {spec.eval_every}"),
@@ -125,15 +155,15 @@ def prepare_splits(spec: StageSpec, data: mnist.MNIST, seed: int) -> dict[str, S
         if train_size < 1:
             raise UserError(f"held-out + validation slices ({spec.holdout_size} + {spec.validation_size}) "
                             f"leave no training images out of {num_available}")
-    train_index, rest_index = mnist.sample_budget(num_available, train_size,
+    train_index, rest_index = sample_budget(num_available, train_size,
                                                   spec.holdout_size + spec.validation_size, seed)
     if spec.train_size is None and spec.holdout_size == 0 and spec.validation_size == 0:
         train_index = np.arange(num_available)  # all images, in the official order
     splits = {"train": train_index, "holdout": rest_index[:spec.holdout_size],
               "val": rest_index[spec.holdout_size:]}
-    out = {name: Split(mnist.scale_pixels(data.train_images[index], spec.pixel_scale), data.train_labels[index])
+    out = {name: Split(scale_pixels(data.train_images[index], spec.pixel_scale), data.train_labels[index])
            for name, index in splits.items() if len(index)}
-    out["test"] = Split(mnist.scale_pixels(data.test_images, spec.pixel_scale), data.test_labels)
+    out["test"] = Split(scale_pixels(data.test_images, spec.pixel_scale), data.test_labels)
     return out
 
 

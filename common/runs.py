@@ -4,8 +4,8 @@ nothing that decides its numbers has changed.
 A result is saved under ``<runs_dir>/<key>/seed<seed>.json`` (atomically) with a fingerprint: a
 hash of the stage's settings, the seed, the stage script and every file of the code that decides
 the numbers, which is all of ``common/nn/`` (by folder, so a new module there is covered without
-being listed) and ``common/protocol.py`` and ``common/data.py`` (the data splits and pixel scaling
-each run sees). A re-run with the same fingerprint reuses the saved result, so an interrupted
+being listed) and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
+steps every run goes through). The data loader is not in it: it only returns the verified bytes. A re-run with the same fingerprint reuses the saved result, so an interrupted
 study resumes where it stopped; a changed setting or a change to that code trains again.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from common.paths import REPO_ROOT
 from common.protocol import StageSpec
 
 NUMERIC_CORE = Path("common", "nn")
-PROTOCOL_MODULES = (Path("common", "protocol.py"), Path("common", "data.py"))
+PROTOCOL_MODULES = (Path("common", "protocol.py"),)
 CODE_ROOT = REPO_ROOT  # where that code is read from (the tests point it at a frozen copy)
 
 

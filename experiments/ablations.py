@@ -56,6 +56,7 @@ from common.cli import OneLineParser, parse_list, run_cli
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
+from common.nn.optimizers import Momentum, make_optimizer
 from common.paths import RESULTS_DIR
 from common.protocol import StageSpec
 from common.report import QUICK_BANNER, environment_line, percent
@@ -206,13 +207,23 @@ def resolution(rows: list[dict]) -> str:
             f"seed-to-seed std of {pts(spread)})")
 
 
+def rate_text(spec: StageSpec) -> str:
+    """E.g. ``GD 0.1`` or ``momentum 0.01 with mu 0.9, i.e. an effective 0.1``, read off the spec and the optimizer."""
+    optimizer = make_optimizer(spec.optimizer, spec.lr)
+    name = {"gd": "GD", "momentum": "momentum", "rmsprop": "RMSprop", "adam": "Adam"}[spec.optimizer]
+    text = f"{name} {spec.lr:g}"
+    if isinstance(optimizer, Momentum):
+        text += f" with mu {optimizer.momentum:g}, i.e. an effective {spec.lr / (1 - optimizer.momentum):g}"
+    return text
+
+
 def read_optimizer(rows: list[dict], ablation: Ablation) -> str:
     spec, updates = rows[0]["spec"], rows[0]["updates"]
     peak = "" if spec.schedule == "constant" else f", decayed on a {spec.schedule} like the base"
+    rates = "; ".join(rate_text(row["spec"]) for row in rows)
     return (f"At {plural(spec.epochs, 'epoch')} ({plural(updates, 'update')} of batch {spec.batch_size}), "
             f"{ranking(rows)}{resolution(rows)}; each optimizer starts from its standard default learning rate "
-            f"(GD 0.1, momentum 0.01 with mu 0.9, i.e. an effective 0.1; RMSprop 0.001; Adam 0.001){peak}, "
-            f"not tuned{failed_clause(rows)}.")
+            f"({rates}){peak}, not tuned{failed_clause(rows)}.")
 
 
 def read_activation(rows: list[dict], ablation: Ablation) -> str:
@@ -230,15 +241,28 @@ def read_init(rows: list[dict], ablation: Ablation) -> str:
             f"{plural(spec.epochs, 'epoch')}, {ranking(rows)}")
     small = by_name.get("normal-0.001")
     if small and small["ok"]:
-        if small["test"] < CHANCE + 0.05:
-            text += (f"; with 0.001 * randn the network stays at chance level ({pts(small['test'])} %, "
-                     f"chance is ~10 %): the signal shrinks ~1,000x per layer, so the gradients vanish and "
-                     f"it never starts learning")
-        else:
-            text += f"; 0.001 * randn reaches {pts(small['test'])} %, above chance"
-    text += ("; Adam rescales each gradient by its running size and would hide much of this difference, "
-             "so plain momentum is used")
+        text += "; " + small_init_clause(small)
+    text += ("; Adam rescales each gradient by its running size, which is why this ablation uses plain "
+             "momentum")
     return text + failed_clause(rows) + "."
+
+
+def small_init_clause(row: dict) -> str:
+    """What the 0.001 * randn network did, from its runs: learned, or stuck answering one digit."""
+    spec = row["spec"]
+    width = spec.sizes[1]
+    # A ReLU layer of width n with weights of std s scales the signal's std by s * sqrt(n / 2).
+    shrink = 1 / (spec.init_scale * math.sqrt(width / 2))
+    recalls = [r["per_class"]["recall"] for r in row["ok"] if "per_class" in r]
+    if row["test"] >= CHANCE + 0.05 or not recalls:
+        return f"0.001 * randn reaches {pts(row['test'])} %"
+    stuck = [int(np.argmax(recall)) for recall in recalls if max(recall) == 1.0 and sum(recall) == 1.0]
+    clause = (f"with 0.001 * randn the signal shrinks about {shrink:,.0f}x per layer of width {width} "
+              f"(std x {spec.init_scale:g} x sqrt({width} / 2)), the gradients vanish and it never starts learning")
+    if len(stuck) == len(recalls) and len(set(stuck)) == 1:
+        clause += (f": it answers {stuck[0]} for every test image, so its {pts(row['test'])} % test accuracy is "
+                   f"exactly the share of {stuck[0]}s in the test set")
+    return clause
 
 
 def read_data_budget(rows: list[dict], ablation: Ablation) -> str:
@@ -374,7 +398,7 @@ class Runner:
         """Stop if the numeric code changed on disk since this process imported it: a result trained
         now would be saved with the fingerprint of code it did not run."""
         if code_digest(self.stage_file, cached=False) != self.code:
-            raise UserError("the numeric code (common/nn/, common/protocol.py, common/data.py or stages/04_adam.py) changed while the study ran; "
+            raise UserError("the numeric code (common/nn/, common/protocol.py or stages/04_adam.py) changed while the study ran; "
                             "the results so far are saved: run the same command again to continue with the new code")
 
     def run(self, key: str, spec: StageSpec, seed: int) -> dict:

@@ -20,7 +20,7 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
-from common.cli import OneLineParser, run_cli
+from common.cli import OneLineParser, parse_list, run_cli
 from common.environment import describe_environment
 from common.files import atomic_write_text
 from common.nn.errors import UserError
@@ -32,7 +32,7 @@ GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int,
                 "hidden_dropout": float, "input_dropout": float, "weight_decay": float, "shift": int}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True, help="stage number, e.g. 02")
     for option in GRID_OPTIONS:
@@ -42,9 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tuning")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    (spec,) = load_specs([args.stage]).values()
+
+def parse_grid(args: argparse.Namespace) -> dict[str, list]:
+    """``{"lr": [0.1, 0.2], ...}`` from the grid options given on the command line."""
     grid = {}
     for option, kind in GRID_OPTIONS.items():
         text = getattr(args, option)
@@ -55,7 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UserError(f"--{option.replace('_', '-')}: cannot read {text!r}") from None
     if not grid:
         raise UserError("give at least one grid option, e.g. --lr 0.1,0.2")
-    seeds = [int(seed) for seed in args.seeds.split(",")]
+    return grid
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    (spec,) = load_specs([args.stage]).values()
+    grid = parse_grid(args)
+    seeds = parse_list(args.seeds, int, "--seeds")
     data = load_data(args.data_dir)
 
     rows = []

@@ -9,8 +9,9 @@ the *training* set (drawn with replacement, so some overlapped its training rows
 1,000 + 350 without replacement and disjoint, report that held-out accuracy too, and judge every
 stage on the official 10,000-image test set.
 
-Maths: forward pass, softmax + cross-entropy and backpropagation in docs/math.md
-(#forward-pass, #softmax-and-cross-entropy, #backpropagation-through-a-dense-layer).
+Maths (docs/math.md): #forward-pass, #softmax-and-cross-entropy, #backpropagation-through-a-dense-layer,
+and #initialisation, of which this stage's 0.001 * randn start on raw pixels is the worked example.
+Code: common.nn.network.Network.forward, common.nn.loss.softmax_cross_entropy, common.nn.layers.Dense.backward, common.nn.optimizers.GradientDescent.update
 
 Run: python stages/01_one_hidden_gd.py [--quick] [--seed 0] [--help]
 """

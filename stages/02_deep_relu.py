@@ -14,6 +14,8 @@ validation split carved from the training images (never the test set), with the 
 results/tuning/02_deep_relu.md. 400 iterations keep the run around a minute on a 2-core machine;
 accuracy is still creeping up then, which is stage 03's point: one update per 60,000 images is slow.
 
+Code: common.protocol.scale_pixels, common.nn.init.he, common.nn.train.loss_and_gradient
+
 Run: python stages/02_deep_relu.py [--quick] [--lr 0.5] [--epochs 400] [--help]
 """
 import sys

@@ -10,6 +10,8 @@ Open choices, and how they were made: the learning rate 0.3 was the best of 0.05
 0.3 / 0.5 on a 10,000-image validation split carved from the training images (command in
 results/tuning/03_minibatch.md); 20 epochs keep the run well under a minute.
 
+Code: common.nn.train.iterate_minibatches, common.nn.train.train_one_epoch
+
 Run: python stages/03_minibatch.py [--quick] [--lr 0.3] [--batch-size 128] [--epochs 20] [--help]
 """
 import sys

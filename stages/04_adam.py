@@ -17,6 +17,8 @@ from the published settings (``--schedule constant`` restores them). Why decay h
 training, a smaller step stops Adam bouncing around the minimum it has found
 (docs/math.md#learning-rate-schedules).
 
+Code: common.nn.optimizers.Adam.update, common.nn.schedules.cosine
+
 Run: python stages/04_adam.py [--quick] [--lr 0.001] [--schedule constant] [--epochs 20] [--help]
 """
 import sys

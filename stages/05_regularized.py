@@ -19,6 +19,8 @@ How the settings were chosen: on a 10,000-image validation split carved from the
 with the command). The budget of 30 epochs keeps a run near two to three minutes on a 2-core
 machine, so three seeds fit in the comparison's time.
 
+Code: common.nn.layers.Dropout.forward, common.nn.augment.random_shift, common.nn.optimizers.Optimizer.step, common.nn.schedules.cosine
+
 Run: python stages/05_regularized.py [--quick] [--epochs 30] [--seed 0] [--help]
 """
 import sys

@@ -70,13 +70,21 @@ def test_cosine_exact_values():
 
 
 def test_cosine_with_warmup():
-    """Warm-up over 3 epochs: lr/3, 2lr/3, lr; then cosine over the remaining 8 of 11 epochs."""
+    """Warm-up over 3 epochs: lr/4, 2lr/4, 3lr/4, all below the peak; then cosine over the remaining 8 of 11."""
     schedule = cosine(0.3, 11, warmup=3)
-    assert [schedule(e) for e in range(3)] == pytest.approx([0.1, 0.2, 0.3], rel=1e-15)
+    assert [schedule(e) for e in range(3)] == pytest.approx([0.075, 0.15, 0.225], rel=1e-15)
     assert schedule(3) == pytest.approx(0.3, rel=1e-15)          # cosine epoch 0
     assert schedule(7) == pytest.approx(0.15, rel=1e-14)         # cosine epoch 4 of 8: midpoint
     assert schedule(10) == pytest.approx(0.15 * (1 + math.cos(math.pi * 7 / 8)), rel=1e-14)
     assert schedule(11) == pytest.approx(0.0, abs=1e-16)
+
+
+def test_one_warmup_epoch_is_not_a_no_op():
+    """Stage 05's single warm-up epoch runs at half the peak rate; the peak comes in the next epoch."""
+    schedule = cosine(1e-3, 30, warmup=1)
+    assert schedule(0) == pytest.approx(5e-4, rel=1e-15)
+    assert schedule(1) == pytest.approx(1e-3, rel=1e-15)
+    assert schedule(0) < schedule(1)
 
 
 def test_make_schedule():

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import data, fetch, idx
+from common import fetch, idx
 from common.data import (
     MNIST,
     check_files,
@@ -31,8 +31,6 @@ from common.data import (
     find_idx_file,
     load_mnist,
     resolve_data_dir,
-    sample_budget,
-    scale_pixels,
 )
 from common.fetch import restricted_pickle_load, wheel_to_idx
 from common.idx import (
@@ -47,6 +45,7 @@ from common.idx import (
 )
 from common.nn.errors import UserError
 from common.paths import REPO_ROOT
+from common.protocol import sample_budget, scale_pixels
 
 # --------------------------------------------------------------------------- helpers
 

@@ -149,10 +149,10 @@ def mnist():
 @pytest.fixture(scope="module")
 def trained(mnist, tmp_path_factory):
     """(model path, test probabilities (10000, 10)) of a small network trained here on real MNIST."""
-    from common.data import scale_pixels
     from common.nn.network import Network
     from common.nn.optimizers import Adam
     from common.nn.train import train
+    from common.protocol import scale_pixels
     from common.serialize import save_network
 
     rng = np.random.default_rng(0)

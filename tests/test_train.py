@@ -12,7 +12,7 @@ from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
 from common.nn.optimizers import Adam, GradientDescent, Optimizer
 from common.nn.schedules import cosine
-from common.nn.train import DivergenceError, iterate_minibatches, loss_and_gradient, train
+from common.nn.train import DivergenceError, iterate_minibatches, loss_and_gradient, starting_loss, train
 
 
 def random_problem(seed: int = 0, n: int = 50, d: int = 20, k: int = 10, dtype=np.float32):
@@ -140,7 +140,7 @@ def test_divergence_raises_with_epoch_and_advice():
         train(net, GradientDescent(1e8), x, y, epochs=10, rng=np.random.default_rng(2), progress=False)
     assert isinstance(info.value, UserError)
     message = str(info.value)
-    assert re.search(r"\bepoch [1-9]\d* ", message), message  # with these seeds: epoch 3
+    assert re.search(r"\bepoch [1-9]\d*\b", message), message
     assert "lower learning rate" in message
     assert "\n" not in message
 
@@ -155,6 +155,35 @@ def test_divergence_in_the_last_step_is_not_returned():
     with np.errstate(all="ignore"), pytest.raises(DivergenceError):
         train(net, GradientDescent(1e38), x, y, epochs=1, rng=np.random.default_rng(2),
               eval_sets={"train": (x, y)}, progress=False)
+
+
+def test_finite_blow_up_is_divergence_too():
+    """Adam at lr 1e6 sends the loss to ~1e20 while every number stays finite: still a DivergenceError,
+    naming the epoch and the starting loss, not a 'trained' network that answers one class."""
+    rng = np.random.default_rng(0)
+    x = rng.random((512, 20), dtype=np.float32)
+    y = rng.integers(0, 10, 512)
+    net = Network.from_sizes([20, 32, 10], np.random.default_rng(1))
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError) as info:
+        train(net, Adam(lr=1e6), x, y, epochs=3, batch_size=64, rng=np.random.default_rng(2), progress=False)
+    message = str(info.value)
+    assert "blew up at epoch 1" in message and "starting loss" in message and "--lr" in message
+
+
+def test_no_false_blow_up_alarm_on_ordinary_training():
+    """A sensible run is never stopped by the blow-up check: its loss only falls below the starting loss."""
+    rng = np.random.default_rng(0)
+    x = rng.random((512, 20), dtype=np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    net = Network.from_sizes([20, 32, 10], np.random.default_rng(1))
+    history = train(net, Adam(lr=1e-2), x, y, epochs=5, batch_size=64, rng=np.random.default_rng(2), progress=False)
+    assert history[-1]["loss"] < history[0]["loss"] < starting_loss(Network.from_sizes([20, 32, 10], np.random.default_rng(1)), x, y)
+
+
+def test_starting_loss_is_at_least_a_uniform_guess():
+    net = Network.from_sizes([20, 8, 10], np.random.default_rng(1), init="normal", init_scale=0.0)
+    x = np.ones((4, 20), dtype=np.float32)
+    assert starting_loss(net, x, np.zeros(4, dtype=np.int64)) == pytest.approx(np.log(10), rel=1e-6)
 
 
 def test_eval_every_records_none_between_evaluations():

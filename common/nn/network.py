@@ -16,9 +16,7 @@ from common.nn.errors import UserError
 from common.nn.init import init_weights
 from common.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
 from common.nn.loss import softmax
-
-# (name, parameter, gradient): the unit the optimizers work on.
-Parameter = tuple[str, np.ndarray, np.ndarray]
+from common.nn.optimizers import Parameter
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,13 @@ class Network:
         self._pack(dense)
 
     def _pack(self, dense: list[Dense]) -> None:
-        """Move every parameter into one buffer (weights, then biases) and rebind views."""
+        """Move every parameter into one buffer (weights, then biases) and rebind views.
+
+        Textbook: each layer owns its own ``W`` and ``b`` arrays. Here ``layer.params["W"]`` is a
+        view into ``flat_params`` (and ``layer.grads["W"]`` into ``flat_grads``): the layers compute
+        exactly as before, but an optimizer can update every weight with one NumPy call per line of
+        its rule instead of one per layer.
+        """
         arrays = [(layer, "W") for layer in dense] + [(layer, "b") for layer in dense]
         total = sum(layer.params[key].size for layer, key in arrays)
         self.flat_params = np.empty(total, dtype=self.dtype)

@@ -16,7 +16,7 @@ import numpy as np
 
 from common.nn.errors import UserError
 
-Parameter = tuple[str, np.ndarray, np.ndarray]
+Parameter = tuple[str, np.ndarray, np.ndarray]  # (name, parameter, its gradient): what optimizers update
 
 
 class Optimizer:
@@ -107,9 +107,18 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba, 2015), optionally with decoupled weight decay (AdamW).
 
-    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g**2``; ``theta -= lr * m_hat / (sqrt(v_hat) + eps)``
-    with ``m_hat = m / (1 - b1**t)`` and ``v_hat = v / (1 - b2**t)``, computed in the equivalent
-    cheaper form ``theta -= lr_t * m / (sqrt(v) + eps_t)`` (``docs/math.md#adam``).
+    The textbook lines, for a gradient ``g`` at step ``t``::
+
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        theta -= lr * m_hat / (sqrt(v_hat) + eps)
+
+    :meth:`update` computes exactly this in the cheaper form ``theta -= lr_t * m / (sqrt(v) + eps_t)``
+    with ``lr_t = lr * sqrt(1 - b2**t) / (1 - b1**t)`` and ``eps_t = eps * sqrt(1 - b2**t)``
+    (``docs/math.md#adam``): no ``m_hat`` / ``v_hat`` arrays, and every product lands in one
+    preallocated ``scratch`` buffer with ``out=`` or in place, so a step allocates nothing.
     """
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,

@@ -16,14 +16,15 @@ def constant(lr: float) -> Schedule:
 def cosine(lr: float, epochs: int, warmup: int = 0, lr_min: float = 0.0) -> Schedule:
     """Linear warm-up over ``warmup`` epochs, then cosine decay from ``lr`` to ``lr_min`` at the end.
 
-    Epoch ``e`` (0-based) of the decay phase of length ``E`` gets
-    ``lr_min + (lr - lr_min) * (1 + cos(pi * e / E)) / 2``.
+    Warm-up epoch ``e < W`` (0-based) gets ``lr * (e + 1) / (W + 1)``: every warm-up epoch is below
+    the peak, which the first decay epoch reaches (one warm-up epoch runs at ``lr / 2``). Epoch ``e``
+    of the decay phase of length ``E`` gets ``lr_min + (lr - lr_min) * (1 + cos(pi * e / E)) / 2``.
     """
     decay_epochs = max(epochs - warmup, 1)
 
     def schedule(epoch: int) -> float:
         if epoch < warmup:
-            return lr * (epoch + 1) / warmup
+            return lr * (epoch + 1) / (warmup + 1)
         progress = (epoch - warmup) / decay_epochs
         return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -1,7 +1,8 @@
 """The one training loop: any network, any optimizer, full-batch or shuffled mini-batches.
 
 ``train`` returns the per-epoch history; it stops with :class:`DivergenceError` (one line,
-naming the epoch) as soon as the loss is NaN or infinite, instead of training on garbage.
+naming the epoch) as soon as the loss is NaN or infinite, or its epoch mean is more than
+``BLOWUP_FACTOR`` times the starting loss, instead of training on garbage.
 ``loss_and_gradient`` is one step's forward and backward pass, done in cache-sized blocks of
 rows when the batch is large (full-batch gradient descent).
 """
@@ -27,6 +28,11 @@ Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # (B, 784) ->
 # most 2 MB and stays in the CPU cache; one pass over all 60,000 rows at once builds 30 MB
 # arrays that go through main memory several times (results/benchmark.md measures both ways).
 BLOCK_ROWS = 4096
+
+# A run whose mean epoch loss exceeds this multiple of its starting loss has blown up, even if
+# every number is still finite (a learning rate far too large can send the loss to 1e20 and
+# leave a network that answers one class). Normal training only ever lowers the loss.
+BLOWUP_FACTOR = 100.0
 
 
 def iterate_minibatches(num_examples: int, batch_size: int, rng: np.random.Generator):
@@ -104,29 +110,20 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
     history: list[dict] = []
     started = time.perf_counter()
     train_seconds = 0.0
+    limit = BLOWUP_FACTOR * starting_loss(network, x_train, y_train)
 
     for epoch in range(1, epochs + 1):
         if lr_schedule is not None:
             optimizer.lr = float(lr_schedule(epoch - 1))
         epoch_start = time.perf_counter()
-        loss_sum = 0.0
-        for batch, indices in enumerate(iterate_minibatches(num_examples, batch_size, rng), start=1):
-            x_batch, y_batch = x_train[indices], y_train[indices]
-            if augment is not None:
-                x_batch = augment(x_batch, rng)
-            # Overflow or NaN anywhere in the step means the run has diverged: stop at once, in one line.
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                try:
-                    loss = loss_and_gradient(network, x_batch, y_batch)
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss {loss}")
-                    optimizer.step(parameters)
-                except FloatingPointError as error:
-                    raise DivergenceError(
-                        f"training diverged at {progress_label} {epoch} (batch {batch}): {error} with learning "
-                        f"rate {optimizer.lr:g}; try a lower learning rate (--lr)") from None
-            loss_sum += loss * len(y_batch)
+        loss_sum = train_one_epoch(network, optimizer, parameters, x_train, y_train, batch_size, rng, augment,
+                                   f"{progress_label} {epoch}")
         train_seconds += time.perf_counter() - epoch_start
+        if loss_sum / num_examples > limit:
+            raise DivergenceError(
+                f"training blew up at {progress_label} {epoch}: mean loss {loss_sum / num_examples:.3g} is over "
+                f"{BLOWUP_FACTOR:g}x the starting loss {limit / BLOWUP_FACTOR:.3g} with learning rate "
+                f"{optimizer.lr:g}; try a lower learning rate (--lr)")
 
         record: dict = {"epoch": epoch, "loss": loss_sum / num_examples, "lr": optimizer.lr}
         evaluate_now = epoch % eval_every == 0 or epoch == epochs
@@ -138,6 +135,43 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
         if progress and evaluate_now:
             print(format_progress(record, epochs, progress_label), flush=True, file=sys.stdout)
     return history
+
+
+def starting_loss(network: Network, x_train: np.ndarray, y_train: np.ndarray, rows: int = BLOCK_ROWS) -> float:
+    """The loss of the untrained network on the first ``rows`` training examples (no update, no
+    randomness consumed), floored at ``log(K)``, the loss of a uniform guess over ``K`` classes.
+    Infinite if the untrained network already overflows (then no blow-up check is possible)."""
+    with np.errstate(all="ignore"):
+        logits = network.forward(x_train[:rows], training=False)
+        loss, _ = softmax_cross_entropy(logits, y_train[:rows])
+    return max(loss, math.log(logits.shape[1])) if math.isfinite(loss) else math.inf
+
+
+def train_one_epoch(network: Network, optimizer: Optimizer, parameters: list, x_train: np.ndarray,
+                    y_train: np.ndarray, batch_size: int, rng: np.random.Generator, augment: Augment | None,
+                    where: str) -> float:
+    """One pass over the training set in shuffled mini-batches; returns the summed (not mean) batch loss.
+
+    Overflow or NaN anywhere in a step means the run has diverged: :class:`DivergenceError`, naming
+    ``where`` (e.g. ``"epoch 3"``) and the batch, is raised at once instead of training on garbage.
+    """
+    loss_sum = 0.0
+    for batch, indices in enumerate(iterate_minibatches(len(x_train), batch_size, rng), start=1):
+        x_batch, y_batch = x_train[indices], y_train[indices]
+        if augment is not None:
+            x_batch = augment(x_batch, rng)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            try:
+                loss = loss_and_gradient(network, x_batch, y_batch)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss {loss}")
+                optimizer.step(parameters)
+            except FloatingPointError as error:
+                raise DivergenceError(
+                    f"training diverged at {where} (batch {batch}): {error} with learning "
+                    f"rate {optimizer.lr:g}; try a lower learning rate (--lr)") from None
+        loss_sum += loss * len(y_batch)
+    return loss_sum
 
 
 def format_progress(record: dict, epochs: int, label: str = "epoch") -> str:

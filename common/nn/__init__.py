@@ -1,0 +1,18 @@
+"""The numeric core: a neural network in NumPy alone, the code a learner came to read.
+
+One module per idea, each importing only NumPy, the standard library and this package:
+
+* ``layers``: ``Dense``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``Dropout``, forward and backward;
+* ``init``: He, Xavier and fixed-scale initialisation;
+* ``network``: ``Network``, a stack of layers whose parameters share one buffer;
+* ``loss``: softmax fused with cross-entropy, and its gradient;
+* ``optimizers``: gradient descent, momentum, RMSprop, Adam (and AdamW);
+* ``schedules``: learning-rate schedules;
+* ``augment``: random shifts of training digits;
+* ``train``: the training loop (batches, history, divergence check);
+* ``metrics``: accuracy, confusion matrix, precision / recall / F1;
+* ``gradcheck``: finite differences, to check every backward pass;
+* ``errors``: the errors a user can fix.
+
+The derivations behind each are in ``docs/math.md``.
+"""
