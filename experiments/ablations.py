@@ -75,6 +75,8 @@ QUICK = {"train_size": 2000, "epochs": 1}   # --quick: tiny budgets; numbers mea
 QUICK_BUDGETS = (250, 500, 1000, 2000)      # --quick data_budget sizes (the full ones do not fit 2,000)
 FULL_BUDGETS = (1000, 5000, 20000, None)    # None: all 60,000
 CHANCE = 0.10
+SCALE_BATCH = 128               # the batch size whose learning rate the scaled series keeps
+REGULARIZATION_STAGE = "05"
 
 
 # -- the ablations -------------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class Ablation:
     variants: tuple[Variant, ...]
     x_axis: str                   # "epoch" or "update": x axis of the learning curves
     reading: Callable[[list[dict], "Ablation"], str]  # one sentence from the numbers
+    stage: str = BASE_STAGE       # the stage whose design is the base
 
 
 def updates_of(spec: StageSpec, train_size: int) -> int:
@@ -131,8 +134,19 @@ def describe_fixed(spec: StageSpec, varies: frozenset) -> str:
         parts.append(f"{NICE[spec.init]} init" + (f" (scale {spec.init_scale:g})" if spec.init_scale is not None else ""))
     if "optimizer" in varies:
         parts.append(schedule_text(spec))
+    elif "lr" in varies:
+        parts.append(optimizer_text(spec).replace(f" lr {spec.lr:g}", "") + " (learning rate per variant)")
     else:
         parts.append(optimizer_text(spec))
+    if spec.input_dropout or spec.hidden_dropout:
+        if not {"input_dropout", "hidden_dropout"} & varies:
+            parts.append(f"dropout {spec.input_dropout:g}/{spec.hidden_dropout:g}")
+    if spec.shift and "shift" not in varies:
+        parts.append(f"random shifts of up to {spec.shift} px")
+    if spec.weight_decay and "weight_decay" not in varies:
+        parts.append(f"weight decay {spec.weight_decay:g}")
+    if spec.warmup and "warmup" not in varies:
+        parts.append(f"{plural(spec.warmup, 'warm-up epoch')}")
     if "batch_size" not in varies:
         parts.append(f"batch {spec.batch_size or 'full'}")
     if "epochs" not in varies:
@@ -242,8 +256,13 @@ def read_init(rows: list[dict], ablation: Ablation) -> str:
     small = by_name.get("normal-0.001")
     if small and small["ok"]:
         text += "; " + small_init_clause(small)
-    text += ("; Adam rescales each gradient by its running size, which is why this ablation uses plain "
-             "momentum")
+        adam = by_name.get("normal-0.001-adam")
+        if adam and adam["ok"]:
+            hides = adam["test"] - small["test"] > 0.5 * (by_name["he"]["test"] - small["test"]) if by_name.get("he", {}).get("ok") else False
+            text += (f"; Adam, which rescales each weight's step by its gradient's running size, reaches "
+                     f"{pts(adam['test'])} % from the same 0.001 * randn start"
+                     + (": it hides much of the difference, which is why the other rows use momentum"
+                        if hides else ": it does not rescue the tiny start either"))
     return text + failed_clause(rows) + "."
 
 
@@ -284,13 +303,44 @@ def read_data_budget(rows: list[dict], ablation: Ablation) -> str:
 
 def read_batch_size(rows: list[dict], ablation: Ablation) -> str:
     spec = rows[0]["spec"]
-    ok = [r for r in rows if r["ok"]]
-    text = (f"At {plural(spec.epochs, 'epoch')} and the same {optimizer_text(spec)} for every batch size (the learning rate "
-            f"was NOT rescaled with the batch), {ranking(rows)}{resolution(rows)}")
+    same = [r for r in rows if r["spec"].lr == spec.lr]
+    scaled = [r for r in rows if r["spec"].lr != spec.lr or r["spec"].batch_size == SCALE_BATCH]
+    ok = [r for r in same if r["ok"]]
+    text = (f"At {plural(spec.epochs, 'epoch')} and the same {optimizer_text(spec)} for every batch size, "
+            f"{ranking(same)}{resolution(same)}")
     if ok:
         few, many = min(ok, key=lambda r: r["updates"]), max(ok, key=lambda r: r["updates"])
         text += (f"; batch {few['spec'].batch_size} makes only {plural(few['updates'], 'update')} against "
                  f"{many['updates']:,} for batch {many['spec'].batch_size}")
+    if len([r for r in scaled if r["ok"]]) > 1:
+        text += (f". With the learning rate scaled with the batch (lr x B / {SCALE_BATCH}, so that an epoch moves "
+                 f"the weights about as far), {ranking(scaled)}{resolution(scaled)}")
+    return text + failed_clause(rows) + "."
+
+
+def read_regularization(rows: list[dict], ablation: Ablation) -> str:
+    """What removing each of stage 05's ideas costs, against the full design, with the seed spread."""
+    by_name = {r["variant"].name: r for r in rows}
+    full = by_name.get("all")
+    if not full or not full["ok"]:
+        return "The full stage-05 design did not run, so nothing can be compared" + failed_clause(rows) + "."
+    seeded = all(len(r["ok"]) > 1 for r in rows if r["ok"])
+    spread = 2 * max([full["test_std"]] + [r["test_std"] for r in rows if r["ok"]])
+    costs = []
+    for row in rows:
+        if row is full or not row["ok"]:
+            continue
+        change = row["test"] - full["test"]
+        verdict = ("beyond" if abs(change) > spread else "within") + " twice the largest seed-to-seed std"
+        costs.append(f"{row['variant'].label} {pts(row['test'])} % ({100 * change:+.2f} points"
+                     + (f", {verdict})" if seeded else ")"))
+    gap = full["train"] - full["test"]
+    text = (f"The full stage-05 design reaches {pts(full['test'])} % test accuracy (train {pts(full['train'])} %, "
+            f"a generalisation gap of {pts(gap)} points); changing one idea at a time: " + "; ".join(costs))
+    bare = by_name.get("none")
+    if bare and bare["ok"]:
+        text += (f". Without any of dropout, shifts and weight decay, the wide network's train-test gap is "
+                 f"{pts(bare['train'] - bare['test'])} points")
     return text + failed_clause(rows) + "."
 
 
@@ -341,11 +391,14 @@ def build_ablations(quick: bool) -> list[Ablation]:
             "init", "the weight initialisation, in a deep network",
             frozenset({"init", "init_scale"}),
             "a deeper network than stage 04, where the initial scale matters most, and momentum rather than "
-            "Adam, whose per-weight rescaling of the gradients would hide much of the effect",
+            "Adam; one extra row trains the 0.001 * randn start with Adam (lr 0.001) instead, to measure how much "
+            "Adam's per-weight rescaling of the gradients hides",
             {**base, "epochs": init_epochs, "sizes": DEEP_SIZES, "optimizer": "momentum", "lr": 0.01},
             (Variant("normal-0.001", "0.001 * randn (first design)", {"init": "normal", "init_scale": 0.001}),
              Variant("xavier", "Xavier", {"init": "xavier"}),
-             Variant("he", "He", {"init": "he"})),
+             Variant("he", "He", {"init": "he"}),
+             Variant("normal-0.001-adam", "0.001 * randn, Adam lr 0.001",
+                     {"init": "normal", "init_scale": 0.001, "optimizer": "adam", "lr": 0.001})),
             "epoch", read_init),
         Ablation(
             "data_budget", "the number of training images, at a fixed number of updates",
@@ -355,14 +408,42 @@ def build_ablations(quick: bool) -> list[Ablation]:
             {k: v for k, v in base.items() if k != "train_size"},
             budgets,
             "update", read_data_budget),
-        Ablation(
-            "batch_size", "the mini-batch size, at the same epochs and learning rate",
-            frozenset({"batch_size"}),
-            "the learning rate is NOT rescaled with the batch size, and larger batches make fewer updates",
-            base,
-            tuple(Variant(str(b), f"batch {b}", {"batch_size": b}) for b in (32, 128, 512, 2048)),
-            "epoch", read_batch_size),
+        batch_size_ablation(base),
+        regularization_ablation(quick),
     ]
+
+
+def batch_size_ablation(base: dict) -> Ablation:
+    """Batch sizes 32 to 2048 at the same epochs: one series at the base learning rate, one scaled with the batch."""
+    return Ablation(
+        "batch_size", "the mini-batch size at the same epochs, with the same and with a scaled learning rate",
+        frozenset({"batch_size", "lr"}),
+        f"larger batches make fewer updates; the first series keeps the base learning rate, the second "
+        f"scales it with the batch (lr x B / {SCALE_BATCH})",
+        base,
+        tuple(Variant(str(b), f"batch {b}", {"batch_size": b}) for b in (32, 128, 512, 2048))
+        + tuple(Variant(f"{b}-scaled", f"batch {b}, lr x {b}/{SCALE_BATCH}",
+                        {"batch_size": b, "lr": 0.001 * b / SCALE_BATCH}) for b in (32, 512, 2048)),
+        "epoch", read_batch_size)
+
+
+def regularization_ablation(quick: bool) -> Ablation:
+    """Stage 05 at its own budget with one of its ideas changed at a time (3 seeds: ~40 min on 2 cores)."""
+    no_regularization = {"input_dropout": 0.0, "hidden_dropout": 0.0, "shift": 0, "weight_decay": 0.0}
+    return Ablation(
+        "regularization", "stage 05's ideas, one changed at a time, at stage 05's own budget",
+        frozenset({"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"}),
+        "every variant is stage 05's design and budget with one idea changed; 'none' removes dropout, shifts "
+        "and weight decay together, to see the wide network unregularised",
+        dict(QUICK) if quick else {},
+        (Variant("all", "stage 05 as it is", {}),
+         Variant("narrow", "width 128-64 (stage 04's)", {"sizes": (784, 128, 64, 10)}),
+         Variant("no-dropout", "no dropout", {"input_dropout": 0.0, "hidden_dropout": 0.0}),
+         Variant("no-shifts", "no shifts", {"shift": 0}),
+         Variant("no-weight-decay", "no weight decay", {"weight_decay": 0.0}),
+         Variant("no-warmup", "no warm-up", {"warmup": 0}),
+         Variant("none", "no dropout, shifts or weight decay", no_regularization)),
+        "epoch", read_regularization, stage=REGULARIZATION_STAGE)
 
 
 ABLATION_NAMES = [a.name for a in build_ablations(False)]
@@ -375,7 +456,7 @@ def variant_spec(base: StageSpec, ablation: Ablation, variant: Variant) -> Stage
     settings (e.g. Adam in the optimizer ablation and ReLU in the activation one) have equal
     fingerprints and are trained once.
     """
-    spec = dataclasses.replace(base, name="ablation", title="stage-04 design, short budget",
+    spec = dataclasses.replace(base, name="ablation", title=f"stage-{ablation.stage} design",
                                adds="one idea varied at a time", reproduces="", published_accuracy=None,
                                published_note="", quick={})
     return dataclasses.replace(spec, **{**ablation.base, **variant.overrides})
@@ -392,18 +473,21 @@ class Runner:
         self.force, self.progress = force, progress
         self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it (this session)
         self.trained = self.reused = self.shared = 0
-        self.code = code_digest(stage_file)  # the code this process imported (read once, then cached)
+        code_digest(stage_file)  # read the code now: the cached copy is what this process runs
 
-    def check_code(self) -> None:
-        """Stop if the numeric code changed on disk since this process imported it: a result trained
+    def check_code(self, stage_file: Path | None = None) -> None:
+        """Stop if the numeric code changed on disk since this process first read it: a result trained
         now would be saved with the fingerprint of code it did not run."""
-        if code_digest(self.stage_file, cached=False) != self.code:
-            raise UserError("the numeric code (common/nn/, common/protocol.py or stages/04_adam.py) changed while the study ran; "
-                            "the results so far are saved: run the same command again to continue with the new code")
+        stage_file = stage_file or self.stage_file
+        if code_digest(stage_file, cached=False) != code_digest(stage_file):
+            raise UserError(f"the numeric code (common/nn/, common/protocol.py or {stage_file.name}) changed while "
+                            "the study ran; the results so far are saved: run the same command again to continue "
+                            "with the new code")
 
-    def run(self, key: str, spec: StageSpec, seed: int) -> dict:
-        self.check_code()
-        stamp = fingerprint(spec, seed, self.stage_file)
+    def run(self, key: str, spec: StageSpec, seed: int, stage_file: Path | None = None) -> dict:
+        stage_file = stage_file or self.stage_file
+        self.check_code(stage_file)
+        stamp = fingerprint(spec, seed, stage_file)
         path = run_path(self.runs_dir, key, seed)
         saved = saved_fingerprint(path) == stamp
         force = self.force
@@ -419,7 +503,7 @@ class Runner:
             self.reused += 1
         else:
             self.trained += 1
-        result = run_or_resume(key, spec, seed, self.stage_file, self.data, self.runs_dir, force, self.progress)
+        result = run_or_resume(key, spec, seed, stage_file, self.data, self.runs_dir, force, self.progress)
         self.finished.setdefault(stamp, path)
         return result
 
@@ -610,17 +694,18 @@ def _main(argv: Sequence[str] | None) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
 
-    base = load_specs([BASE_STAGE])[BASE_STAGE]
-    stage_file = stage_files()[BASE_STAGE]
+    numbers = sorted({BASE_STAGE} | {a.stage for a in chosen})
+    bases, files = load_specs(numbers), stage_files()
     data = load_data(args.data_dir)
-    study_base = variant_spec(base, all_ablations[0], Variant("base", "base", {}))
-    runner = Runner(data, out / "runs", stage_file, args.force, not args.quiet)
+    study_base = variant_spec(bases[BASE_STAGE], all_ablations[0], Variant("base", "base", {}))
+    runner = Runner(data, out / "runs", files[BASE_STAGE], args.force, not args.quiet)
     environment = describe_environment()
 
     summaries = []
     for ablation in chosen:
-        specs = {v.name: variant_spec(base, ablation, v) for v in ablation.variants}
-        results = {v.name: [runner.run(f"ablation-{ablation.name}-{v.name}", specs[v.name], seed) for seed in seeds]
+        specs = {v.name: variant_spec(bases[ablation.stage], ablation, v) for v in ablation.variants}
+        results = {v.name: [runner.run(f"ablation-{ablation.name}-{v.name}", specs[v.name], seed,
+                                       files[ablation.stage]) for seed in seeds]
                    for v in ablation.variants}
         rows = summarise(ablation, specs, results)
         reading = ablation.reading(rows, ablation)

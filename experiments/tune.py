@@ -23,7 +23,7 @@ from tabulate import tabulate
 from common.cli import OneLineParser, parse_list, run_cli
 from common.environment import describe_environment
 from common.files import atomic_write_text
-from common.nn.errors import UserError
+from common.nn.errors import DivergenceError, UserError
 from common.paths import RESULTS_DIR
 from common.runner import load_data, run_stage
 from common.stages import load_specs
@@ -42,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tuning")
+    parser.add_argument("--name", default=None,
+                        help="file name of the table, without extension (default: the stage's name)")
     return parser.parse_args(argv)
 
 
@@ -72,36 +74,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         setting = dict(zip(grid, values))
         trial = dataclasses.replace(spec, validation_size=args.validation_size, **setting)
         for seed in seeds:
-            metrics = run_stage(trial, seed, data, out_dir=None, progress=False)
+            try:
+                metrics = run_stage(trial, seed, data, out_dir=None, progress=False)
+            except DivergenceError as error:  # a rate too large is a result of the sweep, not the end of it
+                print(f"{setting} seed {seed}: {error}", flush=True)
+                metrics = {"val_accuracy": None, "train_accuracy": None, "seconds": None}
             row = {**setting, "seed": seed, "val_accuracy": metrics["val_accuracy"],
                    "train_accuracy": metrics["train_accuracy"], "seconds": metrics["seconds"]}
             print("  ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in row.items()), flush=True)
             rows.append(row)
 
-    frame = pd.DataFrame(rows)
+    text = tuning_markdown(spec, grid, pd.DataFrame(rows), args.validation_size)
+    name = args.name or spec.name
+    atomic_write_text(args.out / f"{name}.md", text)
+    atomic_write_text(args.out / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    print(text)
+    return 0
+
+
+def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation_size: int) -> str:
+    """The page: one row per setting (validation accuracy mean ± std over seeds), the best, provenance."""
     summary = frame.groupby(list(grid), sort=False).agg(
-        val_accuracy=("val_accuracy", "mean"), train_accuracy=("train_accuracy", "mean"),
-        seconds=("seconds", "mean"), seeds=("seed", "count")).reset_index()
+        val_accuracy=("val_accuracy", "mean"), val_std=("val_accuracy", "std"),
+        train_accuracy=("train_accuracy", "mean"), seconds=("seconds", "mean"),
+        seeds=("seed", "count"), finished=("val_accuracy", "count")).reset_index()
     best = summary.loc[summary["val_accuracy"].idxmax()]
-    table = tabulate(
-        [[*(row[key] for key in grid), f"{100 * row['val_accuracy']:.2f}", f"{100 * row['train_accuracy']:.2f}",
-          f"{row['seconds']:.1f}", row["seeds"]] for row in summary.to_dict("records")],
-        headers=[*grid, "validation accuracy %", "train accuracy %", "seconds", "seeds"], tablefmt="github")
+    rows = []
+    for row in summary.to_dict("records"):
+        if row["finished"] == 0:
+            rows.append([*(row[key] for key in grid), "diverged", "-", "-", row["seeds"]])
+            continue
+        accuracy = f"{100 * row['val_accuracy']:.2f}" + (f" ± {100 * row['val_std']:.2f}" if row["finished"] > 1 else "")
+        if row["finished"] < row["seeds"]:
+            accuracy += f" ({row['seeds'] - row['finished']} diverged)"
+        rows.append([*(row[key] for key in grid), accuracy, f"{100 * row['train_accuracy']:.2f}",
+                     f"{row['seconds']:.1f}", row["seeds"]])
+    table = tabulate(rows, headers=[*grid, "validation accuracy %", "train accuracy %", "seconds", "seeds"],
+                     tablefmt="github", disable_numparse=True)
     environment = describe_environment()
-    text = (f"# Tuning stage {spec.name} on a validation split\n\n"
-            f"{args.validation_size:,} training images held out as validation (seeded); the test set plays no part.\n\n"
+    spread = " (mean ± std over the seeds)" if summary["seeds"].max() > 1 else ""
+    return (f"# Tuning stage {spec.name} on a validation split\n\n"
+            f"{validation_size:,} training images held out as validation (seeded); the test set plays no part{spread}.\n\n"
             f"{table}\n\nBest on validation: "
             + ", ".join(f"{key} = {best[key]}" for key in grid)
             + f" ({100 * best['val_accuracy']:.2f} %).\n\n"
             f"Command: `{environment['command']}`  \n"
             f"Environment: {environment['date']}, commit {environment['commit']}, Python {environment['python']}, "
             f"NumPy {environment['numpy']} ({environment['blas']}), {environment['cpu_count']} CPUs.\n")
-    name = f"{spec.name}"
-    atomic_write_text(args.out / f"{name}.md", text)
-    atomic_write_text(args.out / f"{name}.csv", frame.to_csv(index=False))
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -84,12 +84,15 @@ def quick_run(tmp_path_factory, frozen_code) -> tuple[Path, str]:
 @pytest.mark.parametrize("quick", [False, True])
 def test_each_ablation_varies_one_idea(quick: bool) -> None:
     """Within an ablation the variants differ only in the fields of that one idea."""
-    allowed = {"optimizer": {"optimizer", "lr"}, "activation": {"activation"}, "init": {"init", "init_scale"},
-               "data_budget": {"train_size", "epochs", "eval_every"}, "batch_size": {"batch_size"}}
-    base = load_specs([ablations.BASE_STAGE])[ablations.BASE_STAGE]
+    allowed = {"optimizer": {"optimizer", "lr"}, "activation": {"activation"},
+               "init": {"init", "init_scale", "optimizer", "lr"},  # the one extra Adam row changes the optimizer
+               "data_budget": {"train_size", "epochs", "eval_every"}, "batch_size": {"batch_size", "lr"},
+               "regularization": {"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"}}
+    bases = load_specs(["04", "05"])
     built = ablations.build_ablations(quick)
     assert [a.name for a in built] == ablations.ABLATION_NAMES == list(allowed)
     for ablation in built:
+        base = bases[ablation.stage]
         specs = [dataclasses.asdict(ablations.variant_spec(base, ablation, v)) for v in ablation.variants]
         differing = {key for key in specs[0] if len({json.dumps(s[key]) for s in specs}) > 1}
         assert differing and differing <= allowed[ablation.name], (ablation.name, differing)
@@ -107,11 +110,21 @@ def test_full_design_matches_the_brief() -> None:
     for variant in by_name["activation"].variants:  # He init for every activation
         assert ablations.variant_spec(base, by_name["activation"], variant).init == "he"
     init_specs = [ablations.variant_spec(base, by_name["init"], v) for v in by_name["init"].variants]
-    assert all(s.optimizer == "momentum" and len(s.sizes) == 6 for s in init_specs)
+    assert all(s.optimizer == "momentum" and len(s.sizes) == 6 for s in init_specs[:3])
+    assert (init_specs[3].optimizer, init_specs[3].init, init_specs[3].init_scale) == ("adam", "normal", 0.001)
     assert init_specs[0].init == "normal" and init_specs[0].init_scale == 0.001
-    assert [v.overrides["batch_size"] for v in by_name["batch_size"].variants] == [32, 128, 512, 2048]
-    assert all(ablations.variant_spec(base, by_name["batch_size"], v).lr == 0.001
-               for v in by_name["batch_size"].variants)
+    batch_specs = [ablations.variant_spec(base, by_name["batch_size"], v) for v in by_name["batch_size"].variants]
+    assert [(s.batch_size, s.lr) for s in batch_specs] == [
+        (32, 0.001), (128, 0.001), (512, 0.001), (2048, 0.001),          # the same rate for every batch
+        (32, 0.001 * 32 / 128), (512, 0.001 * 512 / 128), (2048, 0.001 * 2048 / 128)]  # scaled with the batch
+    stage05 = load_specs(["05"])["05"]
+    regularization = {v.name: ablations.variant_spec(stage05, by_name["regularization"], v)
+                      for v in by_name["regularization"].variants}
+    assert dataclasses.replace(regularization["all"], name=stage05.name, title=stage05.title, adds=stage05.adds,
+                               reproduces=stage05.reproduces, published_accuracy=stage05.published_accuracy,
+                               published_note=stage05.published_note, quick=stage05.quick) == stage05
+    assert regularization["narrow"].sizes == (784, 128, 64, 10)
+    assert regularization["no-warmup"].warmup == 0 and regularization["no-shifts"].shift == 0
 
 
 def test_data_budget_fixes_the_number_of_updates() -> None:
