@@ -2,17 +2,20 @@
 nothing that decides its numbers has changed.
 
 A result is saved under ``<runs_dir>/<key>/seed<seed>.json`` (atomically) with a fingerprint: a
-hash of the stage's settings, the seed, the stage script and every file of the code that decides
-the numbers, which is all of ``common/nn/`` (by folder, so a new module there is covered without
+hash of the stage's settings, the seed, and the code (docstrings and comments left out) of the
+stage script and of every file that decides the numbers, which is all of ``common/nn/`` (by folder, so a new module there is covered without
 being listed) and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
 steps every run goes through). The data loader is not in it: it only returns the verified bytes. A re-run with the same fingerprint reuses the saved result, so an interrupted
 study resumes where it stopped; a changed setting or a change to that code trains again.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import io
 import json
+import tokenize
 import traceback
 from pathlib import Path
 
@@ -32,19 +35,38 @@ def numeric_code_files(stage_file: Path | None = None) -> list[Path]:
     return files + ([stage_file] if stage_file is not None else [])
 
 
+def code_tokens(source: str) -> str:
+    """The code of a module without its docstrings, comments and blank lines: the tokens the
+    interpreter runs, so that correcting a sentence does not invalidate hours of saved runs."""
+    docstring_lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                docstring_lines.update(range(first.lineno, first.end_lineno + 1))
+    kept = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type in (tokenize.INDENT, tokenize.DEDENT):
+            kept.append(tokenize.tok_name[token.type])  # block structure, wherever it starts
+        elif token.type not in (tokenize.COMMENT, tokenize.NL) and token.start[0] not in docstring_lines:
+            kept.append(token.string)
+    return " ".join(kept)
+
+
 @functools.lru_cache(maxsize=None)
-def code_bytes(path: Path) -> bytes:
-    """A source file as it was when this process first read it: an edit during a long run cannot
-    label a result with code it did not run."""
-    return path.read_bytes()
+def code_of(path: Path) -> str:
+    """:func:`code_tokens` of a source file as it was when this process first read it: an edit
+    during a long run cannot label a result with code it did not run."""
+    return code_tokens(path.read_text(encoding="utf-8"))
 
 
 def code_digest(stage_file: Path | None = None, cached: bool = True) -> str:
-    """A hash of :func:`numeric_code_files`, with their paths; ``cached=False`` reads the disk now."""
+    """A hash of the code of :func:`numeric_code_files`, with their names; ``cached=False`` reads the disk now."""
     digest = hashlib.sha256()
     for path in numeric_code_files(stage_file):
         digest.update(path.name.encode())
-        digest.update(code_bytes(path) if cached else path.read_bytes())
+        digest.update((code_of(path) if cached else code_tokens(path.read_text(encoding="utf-8"))).encode())
     return digest.hexdigest()
 
 

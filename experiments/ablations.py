@@ -1,34 +1,38 @@
-"""Ablations: vary one idea at a time around the stage-04 design, everything else fixed.
+"""Ablations: vary one idea at a time, everything else fixed (around stage 04, and stage 05's ideas).
 
-    python experiments/ablations.py                          # all five, seeds 0,1,2 (~4 min on 2 free cores)
+    python experiments/ablations.py                          # all six, seeds 0,1,2
     python experiments/ablations.py --only optimizer,init --seeds 0
     python experiments/ablations.py --quick --out /tmp/abl   # tiny budgets, for tests
 
 The first source design listed as "future work" other activations, RMSprop/Adam and other
-hyper-parameters; this script measures them. The base is the stage-04 design as
+hyper-parameters; the first five ablations measure them. Their base is the stage-04 design as
 ``stages/04_adam.py`` defines it ([784, 128, 64, 10] ReLU, He initialisation, Adam lr 0.001 with
 that stage's learning-rate schedule, batch 128) with a SHORT fixed budget of 10 epochs (5 for the
-deeper network of the init ablation): 45 training runs, about 4 minutes on 2 free cores; the numbers are
-therefore below stage 04's 20-epoch result, and a ranking at this budget need not hold after much
-longer training. Every variant is trained with each seed on the same data (all 60,000 training
-images unless the ablation varies that) and judged on the official 10,000-image test set. Nothing
-here was chosen by looking at test accuracy: the learning rates are common defaults, not tuned.
-If the numeric code changes on disk while a study runs, it stops (results so far are kept) and
-asks to be run again, so that no result is saved under the fingerprint of code it did not run.
+deeper network of the init ablation), so their numbers are below stage 04's 20-epoch result, and a
+ranking at this budget need not hold after much longer training. The sixth, ``regularization``,
+starts from stage 05 at its own budget and changes one of its ideas at a time; it takes most of the
+study's time (each stage-05 run takes minutes). Every variant is trained with each seed on the same
+data (all 60,000 training images unless the ablation varies that) and judged on the official
+10,000-image test set. Nothing here was chosen by looking at test accuracy: the learning rates are
+common defaults, not tuned. If the numeric code changes on disk while a study runs, it stops
+(results so far are kept) and asks to be run again, so that no result is saved under the
+fingerprint of code it did not run.
 
 The ablations (names for --only):
-  optimizer    gradient descent / momentum / RMSprop / Adam, each at its usual default learning rate
-  activation   ReLU / tanh / sigmoid, all with He initialisation (only the activation changes)
-  init         0.001 * randn (the first design's) / Xavier / He, in a deep 4x256 ReLU network
-               trained with momentum SGD, where the difference is large (Adam would hide much of it)
-  data_budget  1,000 / 5,000 / 20,000 / 60,000 training images at a FIXED number of updates
-  batch_size   32 / 128 / 512 / 2048 at the same epochs and the same (not rescaled) learning rate
+  optimizer       gradient descent / momentum / RMSprop / Adam, each at its usual default learning rate
+  activation      ReLU / tanh / sigmoid, all with He initialisation (only the activation changes)
+  init            0.001 * randn (the first design's) / Xavier / He, in a deep 4x256 ReLU network trained
+                  with momentum SGD, plus the 0.001 * randn start trained with Adam instead
+  data_budget     1,000 / 5,000 / 20,000 / 60,000 training images at a FIXED number of updates
+  batch_size      32 / 128 / 512 / 2048 at the same epochs: the same learning rate, then scaled with the batch
+  regularization  stage 05 as it is; width back to 128-64; no dropout; no shifts; no weight decay;
+                  no warm-up; none of dropout, shifts and weight decay
 
 Each (variant, seed) result is saved under ``<out>/runs/ablation-<name>-<variant>/`` as soon as it
 finishes (atomically, via ``common.runs.run_or_resume``) with a fingerprint of its
 settings and of the numeric code; a re-run reuses unchanged results, so an interrupted study
 resumes, and changed settings or code are re-run (``--force`` re-runs everything). A variant whose
-settings equal an already finished one (the base design appears in four ablations) reuses it.
+settings equal an already finished one (the base design appears in several ablations) reuses it.
 A variant that fails (for example diverges) is shown as failed with its reason; the others go on.
 
 Writes, per ablation, ``<name>.md`` (table, reading, command, environment), ``<name>.csv`` (one row
@@ -637,13 +641,15 @@ def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, enviro
         match = re.search(r"Produced by `([^`]*)`", text)
         if match:
             commands.append(match.group(1))
-    parts = ["# Ablations: one idea at a time around the stage-04 design", ""]
+    parts = ["# Ablations: one idea at a time", ""]
     if quick:
         parts += [QUICK_BANNER, ""]
     parts += [
-        f"Base: the stage-04 design with a short budget: {describe_fixed(base, frozenset())}; each ablation "
-        "changes one thing and keeps the rest fixed (its page says what). Every reading below is computed "
-        "from the numbers by `experiments/ablations.py`; at this short budget a ranking need not hold "
+        f"Base of the first five: the stage-04 design with a short budget: {describe_fixed(base, frozenset())}. "
+        "The regularization study starts from stage 05 instead, at stage 05's own budget. Within each ablation "
+        "the variants differ in one idea only; the settings an ablation holds fixed can differ from the base "
+        "(the init ablation uses a deeper network and momentum), and its page lists them. Every reading below "
+        "is computed from the numbers by `experiments/ablations.py`; at a short budget a ranking need not hold "
         "after much longer training.",
         "",
         tabulate(table, headers=["ablation", "what is varied", "reading"], tablefmt="github",

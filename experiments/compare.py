@@ -1,6 +1,7 @@
 """Run every stage under one protocol and write the comparison table: 88 % -> 98 % and beyond.
 
-    python experiments/compare.py                    # all stages, seeds 0,1,2 (about 15 minutes)
+    python experiments/compare.py                    # all stages, seeds 0,1,2 (saved runs are reused)
+    python experiments/compare.py --force            # train every run again (the table says how long)
     python experiments/compare.py --stages 01,04 --seeds 0
     python experiments/compare.py --quick --out /tmp/cmp   # tiny budgets, for tests
 
@@ -167,6 +168,103 @@ def budget_reading(results: dict[str, list[dict]], variant_results: dict[str, li
             f"adds another {data_gain:+.2f} points ({s04:.2f} %). {verdict}")
 
 
+# -- readings: what the numbers say, computed (never typed) ---------------------------------------
+
+def ok_runs(results: dict[str, list[dict]], number: str) -> list[dict]:
+    return [r for r in results.get(number, []) if r["status"] == "ok"]
+
+
+def mean_percent(runs: list[dict], key: str) -> float:
+    return 100 * float(np.mean([r[key] for r in runs]))
+
+
+def train_seconds_to_reach(run: dict, target: float) -> float | None:
+    """Training seconds (evaluation excluded) until the run's test accuracy first reaches ``target``."""
+    return next((h["train_seconds"] for h in run["history"] if (h.get("test_accuracy") or 0) >= target), None)
+
+
+def read_first_stage(results: dict[str, list[dict]]) -> str:
+    runs = ok_runs(results, "01")
+    if not runs:
+        return ""
+    text = (f"**Stage 01** fits its {runs[0]['train_size']:,} training images ({mean_percent(runs, 'train_accuracy'):.2f} % "
+            f"training accuracy) and scores {mean_percent(runs, 'test_accuracy'):.2f} % on the official test set")
+    if all("holdout_accuracy" in r for r in runs):
+        text += (f" ({mean_percent(runs, 'holdout_accuracy'):.2f} % on {runs[0]['holdout_size']} held-out training "
+                 "images, the kind of set its source measured on)")
+    return text + ": a generalisation gap, the distance between training and test accuracy, of " \
+        f"{mean_percent(runs, 'train_accuracy') - mean_percent(runs, 'test_accuracy'):.1f} points."
+
+
+def read_minibatches(results: dict[str, list[dict]]) -> str:
+    full, mini, adam = ok_runs(results, "02"), ok_runs(results, "03"), ok_runs(results, "04")
+    if not (full and mini):
+        return ""
+    target = min(r["test_accuracy"] for r in full)  # every full-batch run reaches it by its end
+    ratios = [train_seconds_to_reach(f, target) / train_seconds_to_reach(m, target)
+              for f, m in zip(full, mini) if train_seconds_to_reach(m, target)]
+    text = (f"**Stage 03** reaches the test accuracy every stage-02 run ends above ({100 * target:.2f} %) "
+            f"about {float(np.median(ratios)):.0f}x sooner in training time than full-batch descent "
+            f"(median over {len(ratios)} seeds): hundreds of noisy updates per pass over the data instead of one.")
+    if adam:
+        gap = mean_percent(mini, "test_accuracy") - mean_percent(adam, "test_accuracy")
+        spread = max(100 * float(np.std([r["test_accuracy"] for r in runs], ddof=1)) for runs in (mini, adam))
+        verdict = "within" if abs(gap) <= 2 * spread else "beyond"
+        text += (f" With its learning rate chosen on validation, plain mini-batch gradient descent ends "
+                 f"{gap:+.2f} points from Adam (stage 04), {verdict} twice the larger seed-to-seed std ({spread:.2f}).")
+    return text
+
+
+def sweep_range(path: Path) -> tuple[float, float, float, float] | None:
+    """(lowest, highest) mean validation accuracy in % over a learning-rate sweep, and its lr range."""
+    if not path.is_file():
+        return None
+    means = pd.read_csv(path).groupby("lr")["val_accuracy"].mean()
+    return 100 * means.min(), 100 * means.max(), means.index.min(), means.index.max()
+
+
+def read_adam(results: dict[str, list[dict]], tuning_dir: Path) -> str:
+    runs = ok_runs(results, "04")
+    if not runs:
+        return ""
+    text = f"**Stage 04** (Adam) ends at {mean_percent(runs, 'test_accuracy'):.2f} %."
+    adam, sgd = sweep_range(tuning_dir / "04_adam_lr.csv"), sweep_range(tuning_dir / "03_minibatch_lr.csv")
+    if adam and sgd:
+        calmer = "Adam" if adam[1] - adam[0] < sgd[1] - sgd[0] else "plain mini-batch gradient descent"
+        text += (f" Swept on validation over learning rates {adam[2]:g} to {adam[3]:g}, Adam's accuracy spans "
+                 f"{adam[0]:.2f}-{adam[1]:.2f} %; plain mini-batch gradient descent over {sgd[2]:g} to {sgd[3]:g} "
+                 f"spans {sgd[0]:.2f}-{sgd[1]:.2f} % (results/tuning/04_adam_lr.md, 03_minibatch_lr.md): over the same "
+                 f"100x range around each one's default, {calmer} is the less sensitive to its learning rate.")
+    return text
+
+
+def read_regularized(results: dict[str, list[dict]], ablations_dir: Path) -> str:
+    wide, base = ok_runs(results, "05"), ok_runs(results, "04")
+    if not (wide and base):
+        return ""
+    text = (f"**Stage 05** ends at {mean_percent(wide, 'test_accuracy'):.2f} % against stage 04's "
+            f"{mean_percent(base, 'test_accuracy'):.2f} %, with a generalisation gap of "
+            f"{mean_percent(wide, 'train_accuracy') - mean_percent(wide, 'test_accuracy'):.1f} points against "
+            f"{mean_percent(base, 'train_accuracy') - mean_percent(base, 'test_accuracy'):.1f}.")
+    path = ablations_dir / "regularization.csv"
+    if path.is_file():
+        frame = pd.read_csv(path)
+        means = 100 * frame[frame["status"] == "ok"].groupby("variant")["test_accuracy"].mean()
+        if {"all", "none", "narrow"} <= set(means.index):
+            text += (f" In the regularization ablation, the same wide network without dropout, shifts or weight "
+                     f"decay reaches {means['none']:.2f} %, and stage 04's narrow width with all of them "
+                     f"{means['narrow']:.2f} %, against {means['all']:.2f} % for stage 05 as it is "
+                     "(results/ablations/regularization.md).")
+    return text
+
+
+def readings(results: dict[str, list[dict]], out: Path) -> str:
+    """The 'how to read it' paragraph under the table: one computed sentence or two per stage."""
+    parts = [read_first_stage(results), read_minibatches(results), read_adam(results, out / "tuning"),
+             read_regularized(results, out / "ablations")]
+    return "\n".join(f"* {part}" for part in parts if part)
+
+
 # -- figure ------------------------------------------------------------------------------------
 
 def learning_curves(specs: dict[str, StageSpec], results: dict[str, list[dict]], path: Path) -> None:
@@ -308,6 +406,9 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
     ]
     if study.quick:
         parts.insert(1, "\n" + QUICK_BANNER)
+    reading = readings(results, study.out)
+    if reading:
+        parts += ["What the numbers say (computed from the runs and the tables they name):", "", reading, ""]
     if variant_results:
         parts += ["## Data budget versus model and optimizer", "",
                   budget_table(study.specs, results, variant_results), "",

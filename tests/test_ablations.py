@@ -257,6 +257,6 @@ def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
     runner = ablations.Runner(None, tmp_path / "runs", stage_file, force=False, progress=False)
     runner.check_code()  # unchanged: no error
     with open(runs.numeric_code_files()[0], "a") as file:
-        file.write("\n# edited\n")
+        file.write("\nEDITED = True\n")  # code, not a comment: comments do not count
     with pytest.raises(ablations.UserError, match="changed while the study ran"):
         runner.check_code()

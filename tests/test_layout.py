@@ -120,3 +120,13 @@ def test_a_stage_runs_from_another_working_directory(tmp_path: Path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--epochs" in done.stdout
+
+
+def test_run_fingerprint_ignores_prose_but_not_code():
+    """Correcting a docstring or a comment keeps saved runs valid; changing code invalidates them."""
+    from common.runs import code_tokens
+
+    source = 'def f(x):\n    """Twice x."""\n    return 2 * x  # double\n'
+    assert code_tokens(source) == code_tokens('def f(x):\n    """Two times x,\n    exactly."""\n\n    return 2 * x\n')
+    assert code_tokens(source) != code_tokens('def f(x):\n    """Twice x."""\n    return 3 * x\n')
+    assert code_tokens(source) != code_tokens('def f(x):\n    """Twice x."""\nreturn 2 * x\n'.replace("\nreturn", "\n    pass\nreturn"))
