@@ -46,9 +46,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.cli import positive_int, run_cli
+from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_text
-from common.nn.errors import UserError
 from common.nn.train import BLOCK_ROWS
 from common.paths import REPO_ROOT
 
@@ -431,9 +430,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.repeats = 1, 1
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    writable_folder(Path(args.out))
     return args
 
 

@@ -35,11 +35,12 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np  # the BLAS thread count is set by re-executing the interpreter (below)
 
-from common.cli import OneLineParser, positive_int, run_cli
+from common.cli import OneLineParser, positive_int, run_cli, writable_folder
 from common.nn.errors import UserError
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -207,6 +208,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.json:
+        writable_folder(Path(args.json).parent, "--json")
     ensure_blas_threads(args.threads)
     from common.environment import describe_environment
     from common.files import atomic_write_json

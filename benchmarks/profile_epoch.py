@@ -23,11 +23,12 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from common.cli import positive_int, run_cli
+from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_text
 from common.paths import REPO_ROOT
 
@@ -169,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="markdown report path, or - for stdout only (default results/epoch_profile.md)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
     args = parser.parse_args(argv)
+    if args.out != "-":
+        writable_folder(Path(args.out).parent, "--out")
     ensure_blas_threads(args.threads)
 
     x, y, _, _ = load_training_data(args.data_dir)

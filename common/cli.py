@@ -7,7 +7,10 @@ traceback wall.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Callable, Sequence
 
 from common.nn.errors import UserError
@@ -16,17 +19,58 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool reports when its reader goes away
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)`` and map a :class:`UserError` or Ctrl-C to one line and an exit code."""
+    """Run ``main(argv)`` and map every problem a user can meet to one line and an exit code.
+
+    A :class:`UserError` prints its message; a file that cannot be read or written (``OSError``
+    with a file name) names the file; running out of memory says so; Ctrl-C prints
+    ``interrupted``; a closed output pipe (``... | head -1``) ends quietly.
+    """
     try:
         code = main(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_BROKEN_PIPE
+    except OSError as error:
+        if not error.filename:
+            raise
+        print(f"error: cannot use {error.filename}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("error: out of memory; use a smaller network (--hidden) or batch (--batch-size)", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return int(code or 0)
+
+
+def writable_folder(path: Path, option: str = "--out") -> Path:
+    """Check, before any work is done, that files can be written in ``path`` (created later if missing).
+
+    Its nearest existing ancestor must be a folder in which a file can be created; nothing is left
+    behind by the check. Raises a one-line :class:`UserError` naming the option otherwise.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, not a folder; choose another folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{option} {path}: cannot write in {existing} ({error.strerror or error}); "
+                        "choose another folder") from None
+    return path
 
 
 def _int_at_least(minimum: int):
@@ -76,13 +120,20 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_list(text: str | None, kind: Callable[[str], object] = str, option: str = "list") -> list | None:
-    """``"0,1,2"`` -> ``[0, 1, 2]`` (``kind`` converts each item); None stays None.
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (``kind`` converts each item); None (option not given) stays None.
 
-    Empty items are skipped; an item ``kind`` cannot read is a :class:`UserError` naming ``option``.
+    Empty items are skipped. A list with nothing in it (``""``, ``","``), an item listed twice, or an
+    item ``kind`` cannot read is a :class:`UserError` naming ``option``.
     """
     if text is None:
         return None
     try:
-        return [kind(part.strip()) for part in text.split(",") if part.strip()]
+        items = [kind(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"{option}: cannot read the list {text!r}") from None
+    if not items:
+        raise UserError(f"{option} {text!r} lists nothing; give one or more comma-separated values")
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise UserError(f"{option} lists {', '.join(repeated)} more than once")
+    return items

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +20,15 @@ import numpy as np
 from tabulate import tabulate
 
 from common import data as mnist
-from common.cli import OneLineParser, hidden_sizes, non_negative_int, positive_float, positive_int, run_cli
+from common.cli import (
+    OneLineParser,
+    hidden_sizes,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+    writable_folder,
+)
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
@@ -54,16 +66,55 @@ def per_class_table(metrics: dict) -> str:
     return (f"# {metrics['stage']}: per-class scores on the official test set\n\n{table}\n\n"
             f"Command: `{metrics['environment']['command']}`\n")
 
+OUTPUT_SUFFIXES = (".json", ".md", ".npz", ".png")  # what a stage writes into its folder
+
+
+def check_output_folder(out_dir: Path) -> Path:
+    """Before training: ``out_dir`` must be writable and hold nothing but a stage's outputs, since
+    a finished run replaces the whole folder with its own set."""
+    writable_folder(out_dir)
+    if out_dir.is_dir():
+        foreign = [p.name for p in out_dir.iterdir() if p.is_dir() or p.suffix not in OUTPUT_SUFFIXES]
+        if foreign:
+            raise UserError(f"--out {out_dir} holds {', '.join(sorted(foreign)[:3])}, which a stage does not "
+                            "write; a run replaces the whole folder, so choose a new or empty one")
+    return out_dir
+
+
 def write_outputs(trained: TrainedStage, metrics: dict, out_dir: Path, plots: bool) -> None:
-    """metrics.json, per_class.md, model.npz and (unless ``plots`` is False) the PNG figures."""
+    """metrics.json, per_class.md, model.npz and (unless ``plots`` is False) the PNG figures, as one set.
+
+    They are written into a fresh hidden folder beside ``out_dir`` that then replaces it, so a reader
+    never sees a model and metrics from two different runs, even if a run is interrupted.
+    """
     spec = trained.spec
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_network(out_dir / "model.npz", trained.network,
-                 {"stage": spec.name, "pixel_scale": spec.pixel_scale, "seed": metrics["seed"]})
-    atomic_write_text(out_dir / "per_class.md", per_class_table(metrics))
-    if plots:
-        write_figures(trained, metrics, out_dir)
-    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means the run is complete
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        save_network(staging / "model.npz", trained.network,
+                     {"stage": spec.name, "pixel_scale": spec.pixel_scale, "seed": metrics["seed"]})
+        atomic_write_text(staging / "per_class.md", per_class_table(metrics))
+        if plots:
+            write_figures(trained, metrics, staging)
+        atomic_write_json(staging / "metrics.json", metrics)
+        replace_folder(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_folder(new: Path, target: Path, attempts: int = 5) -> None:
+    """Put folder ``new`` in place of ``target``: move the old one aside, rename, delete the old one."""
+    for _ in range(attempts):
+        old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.rename(new, target)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        except OSError:  # another run put its set in place meanwhile: move that aside too
+            shutil.rmtree(old, ignore_errors=True)
+    raise UserError(f"could not put the outputs in place at {target}: other runs keep writing there")
 
 
 def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
@@ -150,6 +201,21 @@ def spec_from_args(spec: StageSpec, args: argparse.Namespace) -> StageSpec:
     validate_spec(spec)
     return spec
 
+def check_memory(spec: StageSpec) -> None:
+    """Refuse, in one line, a network whose weights, gradients and optimizer state alone would not
+    fit in this machine's memory (``--hidden 10000000000``), instead of failing inside NumPy."""
+    parameters = spec.architecture().num_parameters
+    needed = parameters * np.dtype(spec.architecture().dtype).itemsize * 5  # weights, grads, 2 moments, scratch
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return  # no way to know here; NumPy's MemoryError is still turned into one line by run_cli
+    if needed > available:
+        raise UserError(f"a network of {parameters:,} parameters needs about {needed / 1e9:,.0f} GB for its weights, "
+                        f"gradients and optimizer state, more than this machine's {available / 1e9:,.0f} GB; "
+                        "use smaller --hidden widths")
+
+
 def load_data(data_dir: str | None) -> mnist.MNIST:
     """MNIST from ``data_dir`` (which must exist if given) or the default folder (fetched if needed)."""
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -180,7 +246,8 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
     def _main(argv: Sequence[str] | None) -> int:
         args = build_parser(spec, description).parse_args(argv)
         stage = spec_from_args(spec, args)
-        out_dir = args.out or RESULTS_DIR / ("quick" if args.quick else "stages") / spec.name
+        check_memory(stage)
+        out_dir = check_output_folder(args.out or RESULTS_DIR / ("quick" if args.quick else "stages") / spec.name)
         data = load_data(args.data_dir)
         metrics = run_stage(stage, args.seed, data, out_dir, plots=not args.no_plots, progress=not args.quiet)
         print_summary(metrics, out_dir)

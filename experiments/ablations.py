@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from common.cli import OneLineParser, parse_list, run_cli
+from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
@@ -697,8 +697,7 @@ def _main(argv: Sequence[str] | None) -> int:
     all_ablations = build_ablations(args.quick)
     chosen = [a for a in all_ablations if only is None or a.name in only]
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    writable_folder(out)
 
     numbers = sorted({BASE_STAGE} | {a.stage for a in chosen})
     bases, files = load_specs(numbers), stage_files()
