@@ -130,3 +130,16 @@ def test_run_fingerprint_ignores_prose_but_not_code():
     assert code_tokens(source) == code_tokens('def f(x):\n    """Two times x,\n    exactly."""\n\n    return 2 * x\n')
     assert code_tokens(source) != code_tokens('def f(x):\n    """Twice x."""\n    return 3 * x\n')
     assert code_tokens(source) != code_tokens('def f(x):\n    """Twice x."""\nreturn 2 * x\n'.replace("\nreturn", "\n    pass\nreturn"))
+
+
+DOCS = [REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "docs" / "math.md"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_code_path_and_name_a_document_mentions_exists(doc: Path):
+    """After a move, no page may send a reader to `common/train.py` or `common.train.train`."""
+    text = doc.read_text(encoding="utf-8")
+    for path in set(re.findall(r"`((?:common|stages|experiments|benchmarks)/[\w/]+\.py)`", text)):
+        assert (REPO / path).is_file(), f"{doc.name} mentions {path}, which does not exist"
+    for name in set(re.findall(r"`(common(?:\.\w+)+)`", text)):
+        resolve(name)  # raises if the module or attribute is gone
