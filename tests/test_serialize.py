@@ -157,3 +157,93 @@ def test_non_numeric_weights_names_the_file(tmp_path):
     path = tmp_path / "strings.npz"
     np.savez(path, **arrays)
     assert_user_error_names(path)
+
+
+def message_for(path) -> str:
+    with pytest.raises(UserError) as info:
+        load_network(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_plain_and_pickled_npy_and_folder(tmp_path):
+    """A plain .npy, a pickled-object .npy and a folder: one line each that says what the file is
+    and never repeats NumPy's advice to pass allow_pickle (on every supported NumPy)."""
+    plain = tmp_path / "weights.npy"
+    np.save(plain, np.arange(3.0))
+    assert "single NumPy array (.npy)" in message_for(plain)
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"W": 1}], dtype=object), allow_pickle=True)
+    for message in (message_for(plain), message_for(pickled)):
+        assert "allow_pickle" not in message and "model.npz" in message
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    assert "is a folder" in message_for(folder)
+    save_network(folder / "model.npz", make_network())
+    assert f"did you mean {folder / 'model.npz'}" in message_for(folder)
+
+
+def test_pickled_member_in_npz_is_refused_without_allow_pickle_advice(tmp_path):
+    arrays = saved_arrays(tmp_path)
+    arrays["W0"] = np.array([[object()] * 5] * 6, dtype=object)
+    path = tmp_path / "pickled.npz"
+    np.savez(path, **arrays)
+    message = message_for(path)
+    assert path.name in message and "allow_pickle" not in message and "object" in message
+
+
+def test_metadata_that_is_not_an_object(tmp_path):
+    arrays = saved_arrays(tmp_path)
+    header = json.loads(str(arrays["header"]))
+    header["metadata"] = "pixel_scale=unit"
+    arrays["header"] = np.array(json.dumps(header))
+    path = tmp_path / "metadata.npz"
+    np.savez(path, **arrays)
+    assert "metadata is not a JSON object" in message_for(path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights(tmp_path, bad):
+    arrays = saved_arrays(tmp_path)
+    arrays["b1"] = arrays["b1"].copy()
+    arrays["b1"][1] = bad
+    path = tmp_path / "diverged.npz"
+    np.savez(path, **arrays)
+    assert "NaN or infinite weights" in message_for(path)
+
+
+def forge_member(path, name: str, shape: tuple[int, ...], arrays: dict) -> None:
+    """Write ``arrays`` as an .npz whose member ``name`` has a header claiming ``shape`` but
+    holds only its real (small) data."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            if key == name:
+                np.lib.format.write_array_header_1_0(
+                    buffer, {"descr": np.lib.format.dtype_to_descr(value.dtype), "fortran_order": False, "shape": shape})
+                buffer.write(value.tobytes())
+            else:
+                np.lib.format.write_array(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+
+
+def test_forged_huge_shape_costs_no_memory(tmp_path):
+    """A member whose header claims (6, 10**9) floats, with an architecture that agrees: refused by
+    comparing the declared size with the bytes present, before anything is allocated."""
+    arrays = saved_arrays(tmp_path)
+    header = json.loads(str(arrays["header"]))
+    header["architecture"]["sizes"] = [6, 10**9, 3]
+    arrays["header"] = np.array(json.dumps(header))
+    path = tmp_path / "huge.npz"
+    forge_member(path, "W0", (6, 10**9), arrays)
+    message = message_for(path)
+    assert "does not hold" in message and "W0" in message
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    assert "empty" in message_for(path)
