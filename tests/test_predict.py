@@ -344,3 +344,32 @@ def test_default_model_prefers_regularized(monkeypatch: pytest.MonkeyPatch, tmp_
     regularized.parent.mkdir()
     regularized.write_bytes(white_model.read_bytes())
     assert predict.default_model() == regularized
+
+
+def test_error_nan_pixels_are_invalid_not_blank(white_model: Path, tmp_path: Path):
+    """A float (mode F) TIFF with one NaN pixel is not "blank": it has invalid pixels."""
+    pixels = synthetic_digit().astype(np.float32)
+    pixels[3, 4] = np.nan
+    image = tmp_path / "float.tiff"
+    Image.fromarray(pixels, mode="F").save(image)
+    assert_one_line_error(run_predict(image, "--model", white_model), "float.tiff", "1 invalid pixel", "NaN")
+
+
+def test_error_show_input_must_be_a_png_in_a_writable_folder(white_model: Path, digit_png: Path, tmp_path: Path):
+    """Both are refused before anything is predicted, so no PNG bytes end up under a .jpg name."""
+    assert_one_line_error(run_predict(digit_png, "--model", white_model, "--show-input", tmp_path / "seen.jpg"),
+                          "seen.jpg", ".png")
+    assert not (tmp_path / "seen.jpg").exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert_one_line_error(run_predict(digit_png, "--model", white_model, "--show-input", a_file / "seen.png"),
+                          "--show-input", "is a file")
+
+
+def test_error_model_with_unknown_pixel_scale(digit_png: Path, tmp_path: Path):
+    from common.nn.network import Network
+    from common.serialize import save_network
+
+    model = save_network(tmp_path / "odd.npz", Network.from_sizes([784, 16, 10], np.random.default_rng(0)),
+                         {"pixel_scale": "percent"})
+    assert_one_line_error(run_predict(digit_png, "--model", model), "odd.npz", "pixel scale")
