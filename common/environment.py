@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.paths import REPO_ROOT
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:

@@ -122,7 +122,7 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
 
 
 def design_label(number: str, spec: StageSpec) -> str:
-    """E.g. ``stage-04 design: 784-128-64-10 relu, he init, Adam lr 0.001, cosine, batch 128``, from the spec."""
+    """E.g. ``stage-04 design: 784-128-64-10 relu, he init, Adam lr 0.001, batch 128``, from the spec."""
     text = (f"stage-{number} design: {spec.architecture().describe()}, {spec.init} init, "
             f"{spec.optimizer_label()}, batch {spec.batch_size or 'full'}")
     return text + (", raw 0-255 pixels" if spec.pixel_scale == "raw" else "")

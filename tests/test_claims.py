@@ -103,3 +103,23 @@ def test_every_stage_docstring_links_math_sections_that_exist(number: str):
     text = stage_files()[number].read_text(encoding="utf-8")
     for anchor in {part.split()[0].rstrip(").,;:") for part in text.split("#")[1:] if part[:1].isalpha()}:
         assert anchor in anchors, f"stage {number} links docs/math.md#{anchor}, which has no heading"
+
+
+def test_stage_04_settings_follow_validation():
+    """'passes 99.5 % after about 10', '30 epochs at the constant rate scored best', 'within half a
+    point of each other', 'standard deviations reach a third of a point', 'a sweep from 0.0001 to
+    0.01 ... found none better'."""
+    text = docstring("04")
+    spec = SPECS["04"]
+    assert (spec.epochs, spec.schedule, spec.lr, spec.batch_size) == (30, "constant", 0.001, 128)
+    assert "passes 99.5 % after about 10" in text and "30 epochs at the constant rate scored best" in text
+    for run in runs("04"):
+        first = next(h["epoch"] for h in run["history"] if (h["train_accuracy"] or 0) >= 0.995)
+        assert 8 <= first <= 12, first
+    grid = tuning("04_adam").groupby(["epochs", "schedule"])["val_accuracy"]
+    assert grid.count().eq(3).all() and grid.mean().idxmax() == (30, "constant")
+    assert grid.mean().max() - grid.mean().min() < 0.005 and "within half a point of each other" in text
+    assert round(3 * grid.std().max(), 2) == 0.01 and "standard deviations reach a third of a point" in text
+    sweep = tuning("04_adam_lr")
+    assert sorted(sweep["lr"].unique()) == [0.0001, 0.0003, 0.001, 0.003, 0.01]
+    assert best_on_validation(sweep, "lr") == spec.lr and "found none better" in text

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.colors
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -236,8 +237,12 @@ def test_plot_confusion_matrix_writes_counts_in_cells(tmp_path, figures):
     assert len(cells) == 100
     assert cells[(3, 3)].get_text() == str(matrix[3, 3])
     assert cells[(2, 7)].get_text() == str(matrix[2, 7])
-    assert cells[(3, 3)].get_color() == "white"   # dark diagonal cell
-    assert cells[(2, 7)].get_color() == "black"   # light off-diagonal cell
+    image = ax.images[0]
+    for cell in ((3, 3), (2, 7)):  # a dark diagonal cell and a light off-diagonal one: both readable
+        background = np.array(image.cmap(image.norm(matrix[cell]))[:3])
+        text = np.array(matplotlib.colors.to_rgb(cells[cell].get_color()))
+        luminance = np.array([0.2126, 0.7152, 0.0722])
+        assert abs(float(luminance @ background - luminance @ text)) > 0.4, cell
     assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true"
     assert list(ax.get_xticks()) == list(range(10)) and list(ax.get_yticks()) == list(range(10))
 
