@@ -7,8 +7,8 @@ Command line::
 
 prints ``predicted: D`` as the first line, then the three most likely classes with their
 probabilities. ``--show-input`` saves the 28 x 28 image exactly as the network sees it. Without
-``--model`` the newest trained stage is used: ``results/stages/05_regularized/model.npz`` if it
-exists, else ``results/stages/04_adam/model.npz``.
+``--model`` the newest trained stage is used: the first of ``results/stages/06_conv/model.npz``,
+``05_regularized/model.npz`` and ``04_adam/model.npz`` that exists.
 
 Why preprocessing matters: a network trained on MNIST has only ever seen digits prepared one
 way (LeCun et al., 1998): white ink on black, the digit scaled with anti-aliasing so that its
@@ -48,6 +48,7 @@ from common.paths import REPO_ROOT, RESULTS_DIR
 from common.protocol import PIXEL_SCALES, scale_pixels
 
 DEFAULT_MODELS = (
+    RESULTS_DIR / "stages" / "06_conv" / "model.npz",
     RESULTS_DIR / "stages" / "05_regularized" / "model.npz",
     RESULTS_DIR / "stages" / "04_adam" / "model.npz",
 )
@@ -216,13 +217,13 @@ def _shown(path: Path) -> str:
 
 
 def default_model() -> Path:
-    """``results/stages/05_regularized/model.npz`` if it exists, else ``04_adam``'s."""
+    """The first of ``results/stages/06_conv``, ``05_regularized`` and ``04_adam``'s ``model.npz`` that exists."""
     for candidate in DEFAULT_MODELS:
         if candidate.is_file():
             return candidate
-    raise UserError(f"no trained model found (neither {_shown(DEFAULT_MODELS[0])} nor "
-                    f"{_shown(DEFAULT_MODELS[1])} exists); train one with `python stages/04_adam.py` "
-                    f"(or stages/05_regularized.py) or pass --model PATH")
+    raise UserError(f"no trained model found (none of {', '.join(_shown(path) for path in DEFAULT_MODELS)} "
+                    f"exists); train one with `python stages/06_conv.py` (or 05_regularized.py, 04_adam.py) "
+                    f"or pass --model PATH")
 
 
 def load_model(path: str | os.PathLike):
@@ -264,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             description="Predict the digit in your own image (PNG or JPEG) with a trained network.")
     parser.add_argument("image", help="the image file: a digit, dark on light or light on dark, any size")
     parser.add_argument("--model", default=None,
-                        help="a model.npz saved by a stage (default: results/stages/05_regularized/"
-                             "model.npz if present, else results/stages/04_adam/model.npz)")
+                        help="a model.npz saved by a stage (default: the first of results/stages/06_conv, "
+                             "05_regularized and 04_adam's model.npz that exists)")
     parser.add_argument("--show-input", metavar="PATH", default=None,
                         help="save a PNG of the 28x28 input as the network sees it")
     args = parser.parse_args(argv)

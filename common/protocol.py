@@ -64,7 +64,7 @@ class StageSpec:
     name: str                       # e.g. "04_adam": the script's name, and its output folder
     title: str                      # e.g. "Adam"
     adds: str                       # one line: what this stage adds over the previous one
-    sizes: tuple[int, ...]          # layer sizes, input and output included
+    sizes: tuple[int, ...]          # layer sizes, input and output included (with layers: just those two)
     optimizer: str                  # gd, momentum, rmsprop or adam
     lr: float
     epochs: int                     # epochs (mini-batch) or iterations (full batch)
@@ -86,6 +86,7 @@ class StageSpec:
     reproduces: str = ""            # which source design, if any
     published_accuracy: float | None = None  # as the source published it (a fraction)
     published_note: str = ""        # on what data the source measured it
+    layers: tuple[str, ...] = ()    # a network that is not a perceptron, as layer strings (stage 06)
     quick: dict = field(default_factory=dict)  # overrides for --quick (tiny smoke-test budget)
 
     @property
@@ -97,7 +98,8 @@ class StageSpec:
         return "iteration" if self.is_full_batch else "epoch"
 
     def architecture(self) -> Architecture:
-        return Architecture(self.sizes, self.activation, self.input_dropout, self.hidden_dropout)
+        return Architecture(self.sizes, self.activation, self.input_dropout, self.hidden_dropout,
+                            layers=self.layers)
 
     def optimizer_label(self) -> str:
         text = {"gd": "gradient descent", "momentum": "momentum", "rmsprop": "RMSprop",
@@ -112,6 +114,10 @@ class StageSpec:
         values = dataclasses.asdict(self)
         values.pop("quick")
         values["sizes"] = list(self.sizes)
+        if self.layers:
+            values["layers"] = list(self.layers)
+        else:
+            values.pop("layers")  # perceptrons: their settings (and run fingerprints) stay as they were
         return values
 
 def validate_spec(spec: StageSpec) -> None:

@@ -163,7 +163,7 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
                        help=f"mini-batch size (default {spec.batch_size or 'the whole training set'})")
     hyper.add_argument("--hidden", type=hidden_sizes, default=None,
                        help="hidden layer widths, comma-separated (default "
-                            f"{','.join(str(n) for n in spec.sizes[1:-1])})")
+                            f"{','.join(str(n) for n in spec.sizes[1:-1]) or 'none: layers given in SPEC'})")
     hyper.add_argument("--activation", default=None,
                        help=f"hidden activation: {', '.join(ACTIVATIONS)} (default {spec.activation})")
     hyper.add_argument("--init", default=None,
@@ -195,6 +195,9 @@ def spec_from_args(spec: StageSpec, args: argparse.Namespace) -> StageSpec:
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
+    if spec.layers and (args.hidden is not None or args.activation is not None):
+        raise UserError(f"stage {spec.name} is described layer by layer (in its SPEC); --hidden and "
+                        "--activation apply to the perceptron stages")
     if args.hidden is not None:
         overrides["sizes"] = (spec.sizes[0], *args.hidden, spec.sizes[-1])
     spec = dataclasses.replace(spec, **overrides)

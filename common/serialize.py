@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from common.files import atomic_open
+from common.nn.architecture import Architecture, walk_layers
 from common.nn.errors import UserError
-from common.nn.network import Architecture, Network
+from common.nn.network import Network
 
-FORMAT = "mnist-from-scratch-network/1"
+FORMAT = "mnist-from-scratch-network/2"
+"""Version 2 adds ``layers`` to the architecture (a network given as a list of layers, such as
+stage 06's convolutional one); version 1 files (perceptrons only, the same arrays) still load."""
+READABLE_FORMATS = ("mnist-from-scratch-network/1", FORMAT)
 
 
 def save_network(path: str | os.PathLike, network: Network, metadata: dict | None = None) -> Path:
@@ -24,7 +28,7 @@ def save_network(path: str | os.PathLike, network: Network, metadata: dict | Non
     path = Path(path)
     header = {"format": FORMAT, "architecture": asdict(network.architecture), "metadata": metadata or {}}
     arrays = {"header": np.array(json.dumps(header))}
-    for index, layer in enumerate(network.dense_layers()):
+    for index, layer in enumerate(network.weighted_layers()):
         arrays[f"W{index}"] = layer.params["W"]
         arrays[f"b{index}"] = layer.params["b"]
     with atomic_open(path) as file:
@@ -78,7 +82,7 @@ def _read_model(path: Path) -> tuple[Architecture, list[tuple[np.ndarray, np.nda
             header = json.loads(str(_read_member(archive, "header", None, "U")))
         except json.JSONDecodeError:
             raise _NotAModel("its header is not JSON") from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") not in READABLE_FORMATS:
             raise _NotAModel("its header does not name this suite's model format")
         described = header.get("architecture")
         metadata = header.get("metadata", {})
@@ -86,18 +90,32 @@ def _read_model(path: Path) -> tuple[Architecture, list[tuple[np.ndarray, np.nda
             raise _NotAModel("its header has no architecture with a list of sizes")
         if not isinstance(metadata, dict):
             raise _NotAModel("its metadata is not a JSON object")
+        layers = described.get("layers", [])
+        if not (isinstance(layers, list) and all(isinstance(layer, str) for layer in layers)):
+            raise _NotAModel("its architecture's layers are not a list of layer strings")
         try:
-            architecture = Architecture(**{**described, "sizes": tuple(described["sizes"])})
+            if header["format"] != FORMAT and "layers" in described:
+                raise TypeError
+            architecture = Architecture(**{**described, "sizes": tuple(described["sizes"]),
+                                           "layers": tuple(layers)})
         except TypeError:
             raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}") from None
         weights = []
-        for index, (fan_in, fan_out) in enumerate(zip(architecture.sizes[:-1], architecture.sizes[1:])):
-            w = _read_member(archive, f"W{index}", (fan_in, fan_out), "f")
-            b = _read_member(archive, f"b{index}", (fan_out,), "f")
+        for index, (w_shape, b_shape) in enumerate(parameter_shapes(architecture)):
+            w = _read_member(archive, f"W{index}", w_shape, "f")
+            b = _read_member(archive, f"b{index}", b_shape, "f")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise _NotAModel(f"layer {index + 1} holds NaN or infinite weights (saved from a diverged run?)")
             weights.append((w, b))
     return architecture, weights, metadata
+
+
+def parameter_shapes(architecture: Architecture) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The ``(W shape, b shape)`` of every layer with weights, first to last."""
+    if architecture.layers:
+        return [(layer.params["W"], layer.params["b"])
+                for layer in walk_layers(architecture.sizes[0], architecture.layers) if layer.params]
+    return [((fan_in, fan_out), (fan_out,)) for fan_in, fan_out in zip(architecture.sizes[:-1], architecture.sizes[1:])]
 
 
 def _kind_of_file(path: Path) -> str:
@@ -138,7 +156,7 @@ def load_network(path: str | os.PathLike) -> tuple[Network, dict]:
         raise UserError(f"{path} is not a readable model (damaged or truncated: {reason})") from None
     network = Network.from_architecture(architecture, np.random.default_rng(0), init="normal", init_scale=0.0)
     dtype = np.dtype(architecture.dtype)
-    for layer, (w, b) in zip(network.dense_layers(), weights):
+    for layer, (w, b) in zip(network.weighted_layers(), weights):
         layer.params["W"][...] = w.astype(dtype, copy=False)
         layer.params["b"][...] = b.astype(dtype, copy=False)
     return network, metadata

@@ -1,4 +1,5 @@
-"""A network is an ordered stack of layers, built from a list of sizes such as ``[784, 128, 64, 10]``.
+"""A network is an ordered stack of layers, built from an :class:`Architecture`: a list of sizes such
+as ``[784, 128, 64, 10]`` for a perceptron, or a list of layers (``common.nn.architecture``).
 
 All parameters live in one contiguous buffer (weights first, then biases) and every layer's
 ``params`` / ``grads`` entries are views into it. The layers do not know or care; the optimizer
@@ -7,49 +8,23 @@ calls per step instead of dozens (see ``benchmarks/``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Iterator
 
 import numpy as np
 
-from common.nn.errors import UserError
+from common.nn.architecture import Architecture, walk_layers
+from common.nn.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from common.nn.init import init_weights
 from common.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
 from common.nn.loss import softmax
 from common.nn.optimizers import Parameter
 
+__all__ = ["Architecture", "Network"]
 
-@dataclass(frozen=True)
-class Architecture:
-    """What is needed to rebuild a network: layer sizes, hidden activation, dropout rates."""
-
-    sizes: tuple[int, ...]
-    activation: str = "relu"
-    input_dropout: float = 0.0
-    hidden_dropout: float = 0.0
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        if len(self.sizes) < 2 or any(int(n) < 1 for n in self.sizes):
-            raise UserError(f"layer sizes must be at least two positive integers, got {list(self.sizes)}")
-        if self.activation not in ACTIVATIONS:
-            raise UserError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        for name, rate in (("input", self.input_dropout), ("hidden", self.hidden_dropout)):
-            if not 0.0 <= rate < 1.0:
-                raise UserError(f"{name} dropout must be in [0, 1), got {rate}")
-        if self.dtype not in ("float32", "float64"):
-            raise UserError(f"dtype must be float32 or float64, got {self.dtype!r}")
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(n_in * n_out + n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
-
-    def describe(self) -> str:
-        """E.g. ``784-128-64-10 relu``, plus dropout rates when there are any."""
-        text = "-".join(str(n) for n in self.sizes) + f" {self.activation}"
-        if self.input_dropout or self.hidden_dropout:
-            text += f", dropout {self.input_dropout:g}/{self.hidden_dropout:g}"
-        return text
+# Rows per inference chunk for a convolutional network, whose patch matrices are far larger per
+# image than a perceptron's activations (stage 06's second layer: 200 KB per image).
+CONV_CHUNK_BYTES = 64 * 2**20
 
 
 class Network:
@@ -58,14 +33,29 @@ class Network:
     def __init__(self, layers: list[Layer], architecture: Architecture | None = None) -> None:
         self.layers = layers
         self.architecture = architecture
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
+        if not any(isinstance(layer, Dense) for layer in layers):
             raise ValueError("a network needs at least one Dense layer")
-        dense[0].needs_input_grad = False
-        self.dtype = dense[0].params["W"].dtype
-        self._pack(dense)
+        weighted = list(self.weighted_layers())
+        self._first = weighted[0]
+        self._first.needs_input_grad = False
+        self.dtype = self._first.params["W"].dtype
+        self._pack(weighted)
+        self.chunk_rows = self._chunk_rows()
 
-    def _pack(self, dense: list[Dense]) -> None:
+    def _chunk_rows(self) -> int:
+        """Rows per inference chunk: 8,192 for a perceptron; for a convolutional network as many
+        as keep its largest patch matrix (``K*K*C_in`` numbers per output pixel) under
+        ``CONV_CHUNK_BYTES``."""
+        if not any(isinstance(layer, Conv2D) for layer in self.layers):
+            return 8192
+        if self.architecture is None or not self.architecture.layers:
+            return 256
+        per_row = max(math.prod(layer.params["W"][:-1]) * layer.out_shape[0] * layer.out_shape[1]
+                      for layer in walk_layers(self.architecture.sizes[0], self.architecture.layers)
+                      if layer.kind == "conv")
+        return int(max(1, min(8192, CONV_CHUNK_BYTES // (per_row * self.dtype.itemsize))))
+
+    def _pack(self, dense: list[Layer]) -> None:
         """Move every parameter into one buffer (weights, then biases) and rebind views.
 
         Textbook: each layer owns its own ``W`` and ``b`` arrays. Here ``layer.params["W"]`` is a
@@ -99,6 +89,8 @@ class Network:
         dtype = np.dtype(architecture.dtype)
         activation = ACTIVATIONS[architecture.activation]
         layers: list[Layer] = []
+        if architecture.layers:
+            return cls(_build_layers(architecture, rng, init, init_scale), architecture)
         if architecture.input_dropout:
             layers.append(Dropout(architecture.input_dropout, rng))
         pairs = list(zip(architecture.sizes[:-1], architecture.sizes[1:]))
@@ -128,13 +120,23 @@ class Network:
             out = layer.forward(out, training)
         return out
 
-    def backward(self, dlogits: np.ndarray) -> None:
-        """Backpropagate ``dlogits (B, sizes[-1])``; fills every layer's ``grads``."""
-        grad: np.ndarray | None = dlogits
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:  # the first Dense layer does not compute dLoss/dInput
-                break
+    def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagate ``dlogits (B, sizes[-1])``; fills every layer's ``grads``.
+
+        Training needs no dLoss/dInput, so by default the first layer with weights skips it and
+        this returns None. ``input_grad=True`` returns it, ``(B, sizes[0])``: how the loss moves
+        with each pixel (for adversarial examples and saliency maps).
+        """
+        self._first.needs_input_grad = input_grad
+        try:
+            grad: np.ndarray | None = dlogits
+            for layer in reversed(self.layers):
+                grad = layer.backward(grad)
+                if grad is None:  # the first layer with weights did not compute dLoss/dInput
+                    return None
+            return grad
+        finally:
+            self._first.needs_input_grad = False
 
     # -- parameters -----------------------------------------------------------------------
     def parameters(self, fused: bool | str = True) -> list[Parameter]:
@@ -152,25 +154,63 @@ class Network:
             return [("W", self.flat_params[:n], self.flat_grads[:n]),
                     ("b", self.flat_params[n:], self.flat_grads[n:])]
         return [(f"{index}.{key}", layer.params[key], layer.grads[key])
-                for index, layer in enumerate(self.dense_layers()) for key in ("W", "b")]
+                for index, layer in enumerate(self.weighted_layers()) for key in ("W", "b")]
 
     def dense_layers(self) -> Iterator[Dense]:
         return (layer for layer in self.layers if isinstance(layer, Dense))
+
+    def weighted_layers(self) -> Iterator[Layer]:
+        """The layers with parameters (``Dense`` and ``Conv2D``), first to last."""
+        return (layer for layer in self.layers if layer.params)
 
     @property
     def num_parameters(self) -> int:
         return int(self.flat_params.size)
 
     # -- inference ------------------------------------------------------------------------
-    def predict_proba(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Class probabilities ``(N, K)`` for ``x (N, sizes[0])``, in chunks to bound memory."""
+    def predict_proba(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities ``(N, K)`` for ``x (N, sizes[0])``, in chunks (``chunk_rows`` by
+        default) to bound memory."""
+        batch_size = batch_size or self.chunk_rows
         chunks = [softmax(self.forward(x[start:start + batch_size]))
                   for start in range(0, len(x), batch_size)]
         num_classes = list(self.dense_layers())[-1].params["b"].size
         return np.concatenate(chunks) if chunks else np.empty((0, num_classes), self.dtype)
 
-    def predict(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Predicted labels ``(N,)`` (argmax of the logits; softmax does not change the order)."""
+        batch_size = batch_size or self.chunk_rows
         labels = [self.forward(x[start:start + batch_size]).argmax(axis=1)
                   for start in range(0, len(x), batch_size)]
         return np.concatenate(labels) if labels else np.empty(0, dtype=np.int64)
+
+
+def _build_layers(architecture: Architecture, rng: np.random.Generator, init: str,
+                  init_scale: float | None) -> list[Layer]:
+    """The layers an ``Architecture`` given as layer strings describes, weights drawn in order.
+
+    A ``conv F KxK`` layer's weights come from the same initialisers as a dense layer's, drawn
+    as a ``(K*K*C_in, F)`` matrix (``fan_in`` = the K*K*C_in inputs one output pixel sees) and
+    reshaped to ``(K, K, C_in, F)``, the shape ``Conv2D`` multiplies patches by.
+    """
+    dtype = np.dtype(architecture.dtype)
+    layers: list[Layer] = []
+    for layer in walk_layers(architecture.sizes[0], architecture.layers):
+        if layer.params:
+            w_shape, fan_out = layer.params["W"], layer.params["b"][0]
+            weights = init_weights(init, int(np.prod(w_shape[:-1])), fan_out, rng, init_scale)
+            weights = weights.reshape(w_shape).astype(dtype)
+            bias = np.zeros(fan_out, dtype=dtype)
+            layers.append(Dense(weights, bias) if layer.kind == "dense"
+                          else Conv2D(weights, bias, layer.args[2]))
+        elif layer.kind == "reshape":
+            layers.append(Reshape(layer.args))
+        elif layer.kind == "maxpool":
+            layers.append(MaxPool2D())
+        elif layer.kind == "flatten":
+            layers.append(Flatten())
+        elif layer.kind == "dropout":
+            layers.append(Dropout(layer.args[0], rng))
+        else:
+            layers.append(ACTIVATIONS[layer.kind]())
+    return layers

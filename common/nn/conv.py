@@ -1,0 +1,225 @@
+"""Convolutional layers: ``Conv2D``, ``MaxPool2D``, ``Flatten`` and ``Reshape``, each with forward and backward.
+
+Same conventions as ``common.nn.layers`` (``forward(x, training)``, ``backward(dout)`` returns
+dLoss/dInput, ``params`` / ``grads`` dicts with matching keys), for images in the **NHWC** layout:
+a batch has shape ``(B, H, W, C)``, channels last. Why NHWC rather than NCHW (``(B, C, H, W)``):
+
+* the ``k x k`` window of output pixel ``(n, h, w)`` covers, in each of its ``k`` rows, ``k * C``
+  numbers that sit next to each other in memory (``k`` neighbouring pixels, all their channels).
+  Gathering the windows into a patch matrix (im2col) therefore copies long contiguous runs; in
+  NCHW each run is only ``k`` numbers long (measured with 16-32 channels: the gather 4-10x
+  slower, the whole forward pass 1.5-2x slower);
+* the convolution is then one matrix product ``(B*H'*W', k*k*C) @ (k*k*C, F)`` whose result
+  ``(B*H'*W', F)`` *is* the output ``(B, H', W', F)`` after a free reshape: already channels
+  last, the next layer's input layout, with no transpose copy (NCHW needs one per layer);
+* the bias broadcasts over the last axis, pooling reshapes ``H`` and ``W`` with ``C`` trailing,
+  and ``Flatten`` to a ``Dense`` layer is a free reshape.
+
+The weights of a ``Conv2D`` have shape ``(k, k, C_in, C_out)``: ``W[i, j, c, f]`` multiplies
+input channel ``c`` at row offset ``i`` and column offset ``j`` of the window, for output channel
+``f``. ``W.reshape(k*k*C_in, C_out)`` is then the patch matrix's partner, with no copy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from common.nn.layers import Layer
+
+
+class Conv2D(Layer):
+    """2-D convolution (strictly: cross-correlation, as in every deep-learning library), stride 1.
+
+    ``out[n, h, w, f] = bias[f] + sum_{i, j, c} x_pad[n, h + i, w + j, c] * W[i, j, c, f]``
+
+    ``weights (k, k, C_in, C_out)`` with ``k`` odd, ``bias (C_out,)``. ``padding="valid"``: no
+    padding, ``(B, H, W, C_in) -> (B, H-k+1, W-k+1, C_out)``; ``padding="same"``: ``(k-1)/2``
+    zeros on each side, ``(B, H, W, C_in) -> (B, H, W, C_out)``. Like ``Dense``, a first layer sets
+    ``needs_input_grad = False`` and its ``backward`` returns ``None`` (it still fills ``grads``).
+    """
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray, padding: str = "valid") -> None:
+        super().__init__()
+        if weights.ndim != 4 or weights.shape[0] != weights.shape[1] or weights.shape[0] % 2 == 0:
+            raise ValueError(f"Conv2D: weights must be (k, k, C_in, C_out) with k odd, got {weights.shape}")
+        if bias.shape != (weights.shape[3],):
+            raise ValueError(f"Conv2D: weights {weights.shape} and bias {bias.shape} do not match")
+        if padding not in ("valid", "same"):
+            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
+        self.params = {"W": weights, "b": bias}
+        self.grads = {"W": np.zeros_like(weights), "b": np.zeros_like(bias)}
+        self.padding = padding
+        self.needs_input_grad = True
+        self._cols: np.ndarray | None = None     # the patch matrix of the last training forward
+        self._buffer: np.ndarray | None = None   # reused memory for it (see forward)
+        self._padded_shape: tuple[int, ...] = ()
+        self._ones: np.ndarray | None = None
+
+    @property
+    def pad(self) -> int:
+        """Zeros added on each side of ``H`` and ``W``: ``(k - 1) / 2`` for "same", 0 for "valid"."""
+        return (self.params["W"].shape[0] - 1) // 2 if self.padding == "same" else 0
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``x (B, H, W, C_in)`` -> ``out (B, H', W', C_out)``.
+
+        Textbook: the sum above, a loop over every output pixel. Here (im2col): a view of every
+        ``k x k x C_in`` window (``sliding_window_view``, no copy), copied once into a patch
+        matrix ``cols (B*H'*W', k*k*C_in)``, then one product ``cols @ W.reshape(k*k*C_in, C_out)``.
+        In training the patch matrix is kept for ``backward`` and its memory reused by the next
+        call (a fresh 10-100 MB array each step costs page faults: the gather alone was 2-3x
+        slower, a whole training step ~5 %). In inference it is a temporary, so evaluating a big
+        chunk does not leave a big buffer behind.
+        """
+        weights = self.params["W"]
+        k, _, c_in, c_out = weights.shape
+        if x.ndim != 4 or x.shape[3] != c_in:
+            raise ValueError(f"Conv2D: expected input (B, H, W, {c_in}), got {x.shape}")
+        p = self.pad
+        if p:
+            x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        self._padded_shape = x.shape
+        # (B, H', W', C, k, k) view -> (B, H', W', k, k, C), the order of W's first three axes
+        windows = sliding_window_view(x, (k, k), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
+        batch, out_h, out_w = windows.shape[:3]
+        if training:
+            if self._buffer is None or self._buffer.shape != windows.shape or self._buffer.dtype != x.dtype:
+                self._buffer = np.empty(windows.shape, dtype=x.dtype)
+            np.copyto(self._buffer, windows)
+            cols = self._buffer.reshape(batch * out_h * out_w, k * k * c_in)
+        else:
+            cols = windows.reshape(batch * out_h * out_w, k * k * c_in)  # a temporary copy
+        self._cols = cols if training else None
+        out = cols @ weights.reshape(k * k * c_in, c_out)
+        out += self.params["b"]
+        return out.reshape(batch, out_h, out_w, c_out)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """``dout (B, H', W', C_out)`` -> ``dx (B, H, W, C_in)``; fills ``grads["W"]`` and ``grads["b"]``.
+
+        ``dW[i, j, c, f] = sum_{n, h, w} x_pad[n, h+i, w+j, c] * dout[n, h, w, f]``: one product
+        ``cols.T @ dout`` over the patches. ``db[f]`` = sum of ``dout`` over ``B, H', W'``.
+        ``dx``: each input pixel receives from every output pixel whose window covers it,
+        ``dx_pad[n, h+i, w+j, c] += dout[n, h, w, f] * W[i, j, c, f]`` -- done as ``k*k`` slice-adds
+        of ``dout @ W[i, j].T``, one per kernel offset, then the padding is cut off. (The same sum
+        as a "full" convolution of ``dout`` with the flipped kernel, or as one product
+        ``dout @ W.T`` folded back by col2im: both measured 1.1-2x slower here.)
+        """
+        if self._cols is None:
+            raise RuntimeError("Conv2D.backward needs a forward(x, training=True) first")
+        weights = self.params["W"]
+        k, _, c_in, c_out = weights.shape
+        dout2d = dout.reshape(-1, c_out)
+        np.matmul(self._cols.T, dout2d, out=self.grads["W"].reshape(k * k * c_in, c_out))
+        if self._ones is None or self._ones.shape[0] != len(dout2d) or self._ones.dtype != dout.dtype:
+            self._ones = np.ones(len(dout2d), dtype=dout.dtype)
+        np.matmul(self._ones, dout2d, out=self.grads["b"])  # column sums of dout as one BLAS call
+        if not self.needs_input_grad:
+            return None
+        batch, out_h, out_w = dout.shape[:3]
+        dx_pad = np.zeros(self._padded_shape, dtype=dout.dtype)
+        for i in range(k):
+            for j in range(k):
+                contribution = dout2d @ weights[i, j].T  # (B*H'*W', C_in)
+                dx_pad[:, i:i + out_h, j:j + out_w, :] += contribution.reshape(batch, out_h, out_w, c_in)
+        p = self.pad
+        return dx_pad[:, p:dx_pad.shape[1] - p, p:dx_pad.shape[2] - p, :]
+
+
+class MaxPool2D(Layer):
+    """2x2 max pooling, stride 2: ``(B, H, W, C) -> (B, H // 2, W // 2, C)``.
+
+    Odd ``H`` or ``W``: the last row or column is dropped (floor, as in PyTorch) and gets a zero
+    gradient. Backward sends each window's gradient to exactly **one** element, the maximum;
+    when several tie, the first in row-major order within the window (top-left, top-right,
+    bottom-left, bottom-right) takes it all. At a tie the max has no derivative; any split that
+    sums to ``dout`` is a valid subgradient, but copying ``dout`` to every tied element is not
+    (it counts the window's gradient twice). Ties are common after a ReLU (windows of zeros).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._windows: np.ndarray | None = None
+        self._out: np.ndarray | None = None
+        self._x_shape: tuple[int, ...] = ()
+
+    @staticmethod
+    def _as_windows(x: np.ndarray) -> np.ndarray:
+        """``(B, H, W, C)`` -> ``(B, H//2, 2, W//2, 2, C)``: ``[:, r, i, s, j, :]`` is element ``(i, j)`` of window ``(r, s)``."""
+        batch, height, width, channels = x.shape
+        cropped = x[:, :height // 2 * 2, :width // 2 * 2, :]
+        return cropped.reshape(batch, height // 2, 2, width // 2, 2, channels)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``x (B, H, W, C)`` -> ``out (B, H // 2, W // 2, C)``.
+
+        Textbook: ``windows.max(axis=(2, 4))``. Here the element-wise maximum of the four window
+        elements, the same numbers about 3x faster (NumPy reduces over two separated axes slowly).
+        """
+        if x.ndim != 4 or x.shape[1] < 2 or x.shape[2] < 2:
+            raise ValueError(f"MaxPool2D: expected input (B, H, W, C) with H, W >= 2, got {x.shape}")
+        w = self._as_windows(x)
+        out = np.maximum(np.maximum(w[:, :, 0, :, 0], w[:, :, 0, :, 1]),
+                         np.maximum(w[:, :, 1, :, 0], w[:, :, 1, :, 1]))
+        self._windows, self._out, self._x_shape = w, out, x.shape
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout (B, H // 2, W // 2, C)`` -> ``dx (B, H, W, C)``, nonzero at one maximum per window."""
+        dx = np.zeros(self._x_shape, dtype=dout.dtype)
+        dx_windows = self._as_windows(dx)  # a view: writing into it writes into dx
+        taken = np.zeros(self._out.shape, dtype=bool)  # windows whose maximum is already found
+        for i in (0, 1):
+            for j in (0, 1):  # row-major order: the first maximum found wins a tie
+                hit = self._windows[:, :, i, :, j, :] == self._out
+                hit &= ~taken
+                taken |= hit
+                np.multiply(dout, hit, out=dx_windows[:, :, i, :, j, :])
+        return dx
+
+
+class Reshape(Layer):
+    """``(B, 784) -> (B, 28, 28, 1)`` (any ``(B, D) -> (B, *shape)``), and back; no parameters.
+
+    The suite keeps one data layout everywhere, ``X (N, 784)``; a convolutional network's first
+    layer turns each row back into the image it came from. No copy: a reshape of contiguous rows.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(int(n) for n in shape)
+        self._in_shape: tuple[int, ...] = ()
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``x (B, D)`` with ``D = prod(shape)`` -> ``(B, *shape)``."""
+        if x.ndim != 2 or x.shape[1] != math.prod(self.shape):
+            raise ValueError(f"Reshape: expected input (B, {math.prod(self.shape)}), got {x.shape}")
+        self._in_shape = x.shape
+        return x.reshape(len(x), *self.shape)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout (B, *shape)`` -> ``(B, D)``."""
+        return dout.reshape(self._in_shape)
+
+
+class Flatten(Layer):
+    """``(B, H, W, C) -> (B, H*W*C)`` for a ``Dense`` layer, and back; no parameters.
+
+    The order of the features is NHWC's (channel fastest), so a Dense layer after it sees
+    ``x[n, h, w, c]`` at column ``(h * W + w) * C + c``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] = ()
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``x (B, H, W, C)`` -> ``(B, H*W*C)``: a view when ``x`` is contiguous."""
+        self._shape = x.shape
+        return x.reshape(len(x), math.prod(x.shape[1:]))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout (B, H*W*C)`` -> ``(B, H, W, C)``."""
+        return dout.reshape(self._shape)
