@@ -26,7 +26,8 @@ uses the median of our individual epochs, each run's first (warm-up) epoch left 
 backward, in blocks (the pass stage 02 trains with) and in one 60,000-row pass (``core_speed.py``). Threads: the same count for all, set before any library is imported
 (BLAS env + ``torch.set_num_threads``). A library that is not installed is reported as skipped.
 
-Writes ``results/benchmark.md`` and ``results/benchmark.json`` (atomically).
+Writes ``results/benchmark.md`` and ``results/benchmark.json`` (atomically), keeping the section
+``conv_speed.py`` merged into them (its ``conv`` record, from which the section is rendered again).
 
 Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 7] [--threads N] [--out results] [--quick]
 """
@@ -204,15 +205,31 @@ def short_commit() -> str:
     return commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else "none (no commit yet)"
 
 
-def command_line() -> str:
+def command_line(argv: Sequence[str] | None = None, script: str | Path | None = None) -> str:
+    """The command that ran, e.g. ``python benchmarks/compare_libraries.py --quick`` (``argv`` and
+    ``script`` default to this process's own)."""
     import shlex
 
-    script = Path(sys.argv[0])
+    script = Path(sys.argv[0] if script is None else script)
     try:
         script = script.resolve().relative_to(REPO_ROOT)
     except ValueError:
         pass
-    return shlex.join(["python", str(script), *sys.argv[1:]])
+    return shlex.join(["python", str(script), *(sys.argv[1:] if argv is None else argv)])
+
+
+def load_average() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def run_environment(threads: int, load_start: float | None, argv: Sequence[str] | None = None,
+                    script: str | Path | None = None) -> dict:
+    """The ``environment`` record of a benchmark run (what :func:`environment_lines` prints): machine,
+    versions, commit, threads, command, and the 1-minute load average at the start and now."""
+    from common.environment import describe_environment
+
+    return {**describe_environment(), **library_versions(), "commit": short_commit(), "threads": threads,
+            "command": command_line(argv, script), "load_average_1min": [load_start, load_average()]}
 
 
 # --------------------------------------------------------------------------- report
@@ -414,6 +431,18 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
     return "\n".join(lines)
 
 
+def write_results(out: Path, record: dict, markdown: str) -> str:
+    """Write ``benchmark.json`` and ``benchmark.md`` whole (atomically), carrying over what
+    ``conv_speed.py`` merged into the previous ones: its ``conv`` record and its section, rendered
+    again from that record. Returns the markdown written."""
+    from conv_speed import carry_over_conv  # imported here: conv_speed imports this module
+
+    record, markdown = carry_over_conv(out, record, markdown)
+    atomic_write_text(out / "benchmark.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "benchmark.md", markdown)
+    return markdown
+
+
 # --------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -467,10 +496,8 @@ def run_rounds(args: argparse.Namespace, data: dict, active: list[str], threads:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_blas_threads(args.threads)  # re-executes with the env set if needed
-    from common.environment import describe_environment
-
     threads = args.threads or blas_threads()
-    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_start = load_average()
     skipped = {lib: "not installed" for lib in LIBRARIES if not installed(REQUIRES[lib])}
     active = [lib for lib in LIBRARIES if lib not in skipped]
     for lib in skipped:
@@ -489,9 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.epochs} epoch(s) x {args.repeats} round(s), {threads} thread(s): {', '.join(active)}", flush=True)
     runs, peaks, fullbatch, fullbatch_one_pass = run_rounds(args, data, active, threads)
     summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, fullbatch_one_pass)
-    environment = {**describe_environment(), **library_versions(), "commit": short_commit(),
-                   "threads": threads, "command": command_line(),
-                   "load_average_1min": [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]}
+    environment = run_environment(threads, load_start)
     settings = {"epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH_SIZE, "sizes": list(SIZES),
                 "lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "seed": args.seed, "quick": args.quick}
     record = {**summary, "settings": settings, "environment": environment,
@@ -499,9 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "fullbatch_seconds_all": fullbatch, "fullbatch_one_pass_seconds_all": fullbatch_one_pass,
               "initialisation": INITS}
     out = Path(args.out)
-    atomic_write_text(out / "benchmark.json", json.dumps(record, indent=2) + "\n")
-    markdown = render_markdown(summary, runs, settings, environment)
-    atomic_write_text(out / "benchmark.md", markdown)
+    markdown = write_results(out, record, render_markdown(summary, runs, settings, environment))
     print()
     print(markdown)
     print(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")

@@ -13,13 +13,24 @@ It then times the same epoch with *only* the nine matrix products (on freshly ga
 batches, the gather itself not counted): the floor that no amount of element-wise tuning can
 go below. Medians over
 ``--epochs`` epochs after a warm-up one; the clocks add a little overhead of their own, so the
-parts sum to slightly more than an untimed epoch. Writes ``results/epoch_profile.md`` unless
-``--out -``.
+parts sum to slightly more than an untimed epoch.
 
-Run: python benchmarks/profile_epoch.py [--epochs 15] [--threads N] [--out results/epoch_profile.md]
+A second section does the same for stage 06's convolutional network, built from its ``SPEC``
+(``Network.from_architecture(SPEC.architecture(), rng, SPEC.init)``, Adam at ``SPEC.lr``, batch
+``SPEC.batch_size``, no augmentation): the same clocked step (``Reshape``, each ``Conv2D``,
+``ReLU``, ``MaxPool2D``, ``Flatten``, ``Dense``, loss, optimizer, gather) over ``--conv-steps``
+real shuffled batches, three times after a few warm-up steps, the median per part scaled to an
+epoch (a conv epoch is minutes long, so it is sampled rather than run whole).
+
+Writes ``results/epoch_profile.md`` unless ``--out -``: the perceptron section, then the conv
+section between ``<!-- conv:start -->`` and ``<!-- conv:end -->``. ``--only mlp`` or ``--only conv``
+measures one of them and keeps the other section of the existing file.
+
+Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv] [--threads N] [--out results/epoch_profile.md]
 """
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -32,6 +43,7 @@ from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_text
 from common.paths import REPO_ROOT
 
+from conv_speed import SECTION, conv_gflop, extract_section, load_conv_spec, markers, replace_section
 from core_speed import (
     BATCH_SIZE,
     SIZES,
@@ -43,9 +55,16 @@ from core_speed import (
     network_gflop,
 )
 
+CONV_BLOCKS = 3        # the conv profile's timed blocks of --conv-steps steps (median per part)
+CONV_WARMUP_STEPS = 5  # untimed steps first: buffers allocated, threads started
 
-def timed_epoch(network, optimizer, parameters, x, y, rng) -> dict[str, float]:
-    """One epoch of ``train``'s step with a clock around each part; seconds per part."""
+
+def timed_epoch(network, optimizer, parameters, x, y, rng, batch_size: int = BATCH_SIZE,
+                max_batches: int | None = None) -> dict[str, float]:
+    """One epoch of ``train``'s step with a clock around each part; seconds per part.
+
+    ``max_batches``: stop after that many steps (the first batches of the epoch's shuffled order).
+    """
     from common.nn.loss import softmax_cross_entropy
     from common.nn.train import iterate_minibatches
 
@@ -53,7 +72,9 @@ def timed_epoch(network, optimizer, parameters, x, y, rng) -> dict[str, float]:
     names = [f"{index} {type(layer).__name__}" for index, layer in enumerate(network.layers)]
     parts = {"gather": 0.0, **{f"forward {n}": 0.0 for n in names}, "loss": 0.0,
              **{f"backward {n}": 0.0 for n in reversed(names)}, "optimizer": 0.0}
-    for indices in iterate_minibatches(len(x), BATCH_SIZE, rng):
+    for step, indices in enumerate(iterate_minibatches(len(x), batch_size, rng)):
+        if max_batches is not None and step >= max_batches:
+            break
         start = clock()
         x_batch, y_batch = x[indices], y[indices]
         parts["gather"] += clock() - start
@@ -115,6 +136,102 @@ def profile(x, y, epochs: int, seed: int = 0) -> dict:
             "matmul_floor": statistics.median(floors)}
 
 
+def profile_conv(x, y, spec, steps: int, blocks: int = CONV_BLOCKS, warmup: int = CONV_WARMUP_STEPS,
+                 seed: int = 0) -> dict:
+    """Seconds per part of one training step of ``spec``'s network (median over ``blocks`` blocks
+    of ``steps`` clocked steps, after ``warmup`` unclocked ones); backward rows of the layers before
+    the first weighted one are left out (training never runs them: that layer skips dLoss/dInput)."""
+    from common.nn.network import Network
+    from common.nn.optimizers import make_optimizer
+    from common.protocol import spawn_generators
+
+    init_rng, rng = spawn_generators(seed, 2)
+    network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
+    optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)  # as train() does
+    batch_size = spec.batch_size
+    if warmup:
+        timed_epoch(network, optimizer, parameters, x, y, rng, batch_size, max_batches=warmup)
+    runs = [timed_epoch(network, optimizer, parameters, x, y, rng, batch_size, max_batches=steps)
+            for _ in range(blocks)]
+    first_weighted = next(index for index, layer in enumerate(network.layers) if layer.params)
+    never_run = {f"backward {index} {type(layer).__name__}" for index, layer in enumerate(network.layers)
+                 if index < first_weighted}
+    timed_steps = min(steps, math.ceil(len(x) / batch_size))
+    parts = {name: statistics.median(run[name] for run in runs) / timed_steps
+             for name in runs[0] if name not in never_run}
+    return {"parts": parts, "total": statistics.median(sum(run.values()) for run in runs) / timed_steps,
+            "never_run": sorted(never_run), "steps": timed_steps, "blocks": blocks,
+            "num_parameters": network.num_parameters}
+
+
+def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int) -> str:
+    """The conv section of ``epoch_profile.md``, markers included."""
+    from tabulate import tabulate
+
+    batch_size = spec.batch_size
+    per_epoch = math.ceil(num_examples / batch_size)
+    parts, total = result["parts"], result["total"]
+    rows = [[name, f"{1e3 * seconds:.2f}", f"{seconds * per_epoch:.2f}", f"{100 * seconds / total:.1f} %"]
+            for name, seconds in parts.items()]
+    rows.append(["**sum of the parts**", f"{1e3 * total:.2f}", f"{total * per_epoch:.2f}", "100 %"])
+    table = tabulate(rows, headers=["part of the step", "ms per step", f"s per epoch (x {per_epoch})", "share"],
+                     tablefmt="github", disable_numparse=True)
+
+    def share(kind: str) -> tuple[float, float, float]:
+        forward = sum(t for n, t in parts.items() if n.startswith("forward") and n.endswith(f" {kind}"))
+        backward = sum(t for n, t in parts.items() if n.startswith("backward") and n.endswith(f" {kind}"))
+        return forward, backward, (forward + backward) / total
+
+    gflop_step = conv_gflop(spec, batch_size)
+    start, end = markers(SECTION)
+    lines = [
+        start,
+        f"# Where a stage-{spec.name[:2]} convolutional epoch goes",
+        "",
+        f"`{spec.architecture().describe()}` (stage {spec.name}'s `SPEC.layers`: {', '.join(spec.layers)}), "
+        f"{result['num_parameters']:,} parameters, softmax cross-entropy, Adam lr {spec.lr:g}, batch "
+        f"{batch_size}, no augmentation, real shuffled MNIST training batches. The step of `train`, "
+        f"with a clock around each part, for {result['steps']} steps, {result['blocks']} times after "
+        f"{CONV_WARMUP_STEPS} unclocked ones; each part's median per step, and that times {per_epoch} "
+        f"steps for an epoch of {num_examples:,} images. {threads} BLAS thread(s). Generated by "
+        f"`python benchmarks/profile_epoch.py`; do not edit.",
+        "",
+        table,
+        "",
+    ]
+    for kind, what in (("Conv2D", "patch-matrix (im2col) copy, the products, bias; backward: dW, db and the "
+                                  "k*k slice-adds of dX"),
+                       ("MaxPool2D", "element-wise maxima; backward: one mask per window element"),
+                       ("ReLU", "element-wise"),
+                       ("Dense", "matrix products, bias")):
+        forward, backward, fraction = share(kind)
+        lines.append(f"- {kind} layers ({what}): forward {1e3 * forward:.1f} ms + backward "
+                     f"{1e3 * backward:.1f} ms per step, {100 * fraction:.0f} % of the step.")
+    lines += [
+        f"- Optimizer {1e3 * parts['optimizer']:.1f} ms (Adam over {result['num_parameters']:,} parameters), "
+        f"loss {1e3 * parts['loss']:.2f} ms, gather {1e3 * parts['gather']:.2f} ms per step.",
+        f"- Matrix-product work: {gflop_step:.2f} GFLOP per step (as `conv_speed.py` counts it), so the "
+        f"step runs at {gflop_step / total:.0f} GFLOP/s, {100 * gflop_step / total / peak:.0f} % of this "
+        f"run's matmul peak of {peak:.0f} GFLOP/s.",
+    ]
+    if result["never_run"]:
+        lines.append("- Not listed: " + ", ".join(f"`{name}`" for name in result["never_run"])
+                     + " (the first weighted layer does not compute dLoss/dInput, so training never calls it).")
+    lines += ["- The clocks add a little overhead of their own: the parts sum to slightly more than an "
+              "unclocked step.", end]
+    return "\n".join(lines)
+
+
+def compose(existing: str, mlp: str | None, conv: str | None) -> str:
+    """The whole ``epoch_profile.md``: the perceptron part (new, or the existing file's, which is
+    everything outside the conv markers) and the conv section (new, or the existing one)."""
+    conv = conv if conv is not None else extract_section(existing, SECTION)
+    if mlp is None:
+        return replace_section(existing, SECTION, conv) if conv else existing
+    return replace_section(mlp, SECTION, conv) if conv else mlp
+
+
 def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x_megabytes: float) -> str:
     from tabulate import tabulate
 
@@ -169,19 +286,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "results" / "epoch_profile.md"),
                         help="markdown report path, or - for stdout only (default results/epoch_profile.md)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
+    parser.add_argument("--conv-steps", type=positive_int, default=40,
+                        help="clocked steps per block of the stage-06 conv profile (3 blocks; default 40)")
+    parser.add_argument("--only", choices=("mlp", "conv"), default=None,
+                        help="profile only the perceptron or the conv network; the other section of "
+                             "the existing file is kept (default: both)")
     args = parser.parse_args(argv)
-    if args.out != "-":
-        writable_folder(Path(args.out).parent, "--out")
+    out = None if args.out == "-" else Path(args.out)
+    if out is not None:
+        writable_folder(out.parent, "--out")
+    existing = out.read_text(encoding="utf-8") if out is not None and out.exists() else ""
+    extract_section(existing, SECTION)  # broken markers: one line now, not after the measurement
     ensure_blas_threads(args.threads)
 
     x, y, _, _ = load_training_data(args.data_dir)
     peak = matmul_peak(repeats=3)["gflops"]
-    result = profile(x, y, args.epochs)
-    report = render(result, peak, network_gflop(SIZES, len(x)), blas_threads(), args.epochs, x.nbytes / 1e6)
+    mlp = conv = None
+    if args.only != "conv":
+        result = profile(x, y, args.epochs)
+        mlp = render(result, peak, network_gflop(SIZES, len(x)), blas_threads(), args.epochs, x.nbytes / 1e6)
+    if args.only != "mlp":
+        spec = load_conv_spec()
+        conv = render_conv(profile_conv(x, y, spec, args.conv_steps), spec, peak, blas_threads(), len(x))
+    report = compose(existing, mlp, conv)
     print(report)
-    if args.out != "-":
-        atomic_write_text(args.out, report)
-        print(f"wrote {args.out}")
+    if out is not None:
+        atomic_write_text(out, report)
+        print(f"wrote {out}")
     return 0
 
 

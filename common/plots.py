@@ -1,4 +1,4 @@
-"""The figures every training stage writes: loss, accuracy, confusion matrix, digits.
+"""The figures every training stage writes: loss, accuracy, confusion matrix, digits, weights.
 
 Each ``plot_*`` function draws one figure with matplotlib's object-oriented API (no pyplot),
 saves it as one PNG through :func:`save_figure` (atomically: a half-written file is never seen)
@@ -13,6 +13,10 @@ Data conventions
 * history: a list of dicts, one per epoch, with keys ``epoch`` (int, 1-based), ``loss`` (float),
   ``train_accuracy``, ``test_accuracy`` and optionally ``val_accuracy`` (fractions in [0, 1] or
   ``None`` when not evaluated that epoch), ``seconds`` (cumulative) and ``lr``.
+* first-layer weights of a perceptron: ``(784, n)``, column ``j`` the input weights of hidden unit ``j``.
+* convolution weights: ``(k, k, C_in, F)`` (NHWC, as :mod:`common.nn.conv`): ``W[i, j, c, f]``
+  multiplies input channel ``c`` at row offset ``i``, column offset ``j``, for filter ``f``.
+* feature maps: ``(H, W, F)``, one image's output of a convolution layer (channels last).
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ __all__ = [
     "plot_misclassified",
     "plot_prediction_example",
     "plot_digit",
+    "plot_first_layer_weights",
+    "plot_conv_filters",
+    "plot_feature_maps",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -61,6 +68,8 @@ _HIGHLIGHT = "tab:orange"
 _MUTED = "#b0b7c3"
 _RIGHT = "#1a7f37"
 _WRONG = "#c62828"
+_WEIGHT_CMAP = "RdBu_r"  # diverging: blue negative, white 0, red positive
+_WEIGHT_CAPTION = "red: positive weight, blue: negative, white: 0 (colour scale per tile, symmetric around 0)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,4 +434,185 @@ def plot_digit(image: np.ndarray, path: PathLike, title: str = "") -> Path:
     ax.set_xlabel("28 × 28 pixels", fontsize=9, color="0.35")
     if title:
         ax.set_title(title, fontsize=12)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# weights and feature maps
+# --------------------------------------------------------------------------------------------
+
+
+def _grid_shape(count: int) -> tuple[int, int]:
+    """``(rows, columns)`` of a near-square grid holding ``count`` tiles (at least 1 x 1)."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return max(1, math.ceil(count / columns)), columns
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    """The largest finite ``|value|``, for a colour scale ``-m..m``; 1.0 when there is none or it is 0."""
+    magnitudes = np.abs(np.asarray(values, dtype=float))
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    limit = float(magnitudes.max()) if magnitudes.size else 0.0
+    return limit if limit > 0.0 else 1.0
+
+
+def _hide_ticks(ax: "Axes") -> None:
+    """No ticks, light frame: for image tiles."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color(_MUTED)
+
+
+def _plot_weight_tiles(tiles: list[np.ndarray], labels: list[str], path: PathLike, title: str,
+                       caption: str) -> Path:
+    """Draw 2-D weight ``tiles`` in a near-square grid, each on its own diverging scale symmetric
+    around 0 and titled by its entry of ``labels``, with ``caption`` under the grid; save as a PNG."""
+    rows, columns = _grid_shape(len(tiles))
+    tile_inches = max(0.55, min(1.1, 9.0 / columns))
+    fig, axes = subplots(rows, columns, figsize=(columns * tile_inches + 0.4, rows * (tile_inches + 0.15) + 0.9),
+                         layout="constrained", squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(tiles):
+            ax.set_axis_off()
+            continue
+        limit = _symmetric_limit(tiles[index])
+        ax.imshow(tiles[index], cmap=_WEIGHT_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+        _hide_ticks(ax)
+        ax.set_title(labels[index], fontsize=7, color="0.35", pad=2)
+    fig.supxlabel(caption, fontsize=9, color="0.35")
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return save_figure(fig, path)
+
+
+def plot_first_layer_weights(weights: np.ndarray, path: PathLike, title: str = "", count: int = 64) -> Path:
+    """Show what the first hidden units of a perceptron look for: their input weights as images.
+
+    Args:
+        weights: ``(784, n)`` first weight matrix; column ``j`` holds the 784 input weights of
+            hidden unit ``j`` and is drawn as a 28 x 28 tile.
+        path: where to write the PNG.
+        title: optional figure title.
+        count: the first ``min(count, n)`` hidden units are shown, in a near-square grid.
+
+    Each tile has its own diverging colour scale symmetric around 0 (red positive, blue negative).
+    Returns the path written.
+    """
+    matrix = np.asarray(weights, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != IMAGE_PIXELS:
+        raise ValueError(f"first-layer weights must be ({IMAGE_PIXELS}, n) (one column per hidden unit), "
+                         f"got shape {matrix.shape}")
+    if matrix.shape[1] == 0:
+        raise ValueError(f"first-layer weights have no hidden units, got shape {matrix.shape}")
+    if int(count) < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    units = matrix.shape[1]
+    shown = min(int(count), units)
+    tiles = [matrix[:, unit].reshape(IMAGE_SIDE, IMAGE_SIDE) for unit in range(shown)]
+    which = f"hidden units 0-{shown - 1} of {units}" if shown < units else f"all {units} hidden units"
+    caption = f"{which}, each its 784 input weights as 28 × 28\n{_WEIGHT_CAPTION}"
+    return _plot_weight_tiles(tiles, [str(unit) for unit in range(shown)], path, title, caption)
+
+
+def plot_conv_filters(weights: np.ndarray, path: PathLike, title: str = "") -> Path:
+    """Show every filter of a convolution layer as a small image.
+
+    Args:
+        weights: ``(k, k, C_in, F)`` (NHWC): ``weights[i, j, c, f]`` multiplies input channel
+            ``c`` at row offset ``i``, column offset ``j``, for filter ``f``. With ``C_in == 1``
+            each filter is drawn as its ``k x k`` tile; with more input channels as the mean of
+            its ``C_in`` tiles (the caption says so).
+        path: where to write the PNG.
+        title: optional figure title.
+
+    Tiles are labelled with the filter index and each has its own diverging colour scale
+    symmetric around 0 (red positive, blue negative). Returns the path written.
+    """
+    kernel = np.asarray(weights, dtype=float)
+    if kernel.ndim != 4:
+        raise ValueError(f"convolution weights must be 4-D (k, k, C_in, F), got shape {kernel.shape}")
+    rows, columns, channels, filters = kernel.shape
+    if min(kernel.shape) == 0:
+        raise ValueError(f"convolution weights must not have an empty axis, got shape {kernel.shape}")
+    if channels == 1:
+        shown = kernel[:, :, 0, :]
+        what = f"{filters} filters of {rows} × {columns}"
+    else:
+        shown = kernel.mean(axis=2)
+        what = (f"{filters} filters of {rows} × {columns} × {channels}, "
+                f"each shown as its mean over the {channels} input channels")
+    tiles = [shown[:, :, index] for index in range(filters)]
+    caption = f"{what}\n{_WEIGHT_CAPTION}"
+    return _plot_weight_tiles(tiles, [str(index) for index in range(filters)], path, title, caption)
+
+
+def _checked_feature_maps(maps: list[tuple[str, np.ndarray]], per_layer: int) -> list[tuple[str, np.ndarray]]:
+    """``maps`` as ``(label, float array (H, W, F))`` pairs; ValueError for anything else."""
+    if int(per_layer) < 1:
+        raise ValueError(f"per_layer must be at least 1, got {per_layer}")
+    layers: list[tuple[str, np.ndarray]] = []
+    for label, values in maps:
+        array = np.asarray(values, dtype=float)
+        if array.ndim != 3:
+            raise ValueError(f"feature map {label!r} must be 3-D (H, W, F), got shape {array.shape}")
+        if array.shape[2] == 0:
+            raise ValueError(f"feature map {label!r} has no channels, got shape {array.shape}")
+        layers.append((str(label), array))
+    return layers
+
+
+def plot_feature_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: PathLike,
+                      title: str = "", per_layer: int = 8) -> Path:
+    """Show one digit and what the convolution layers make of it: a row of channels per layer.
+
+    Args:
+        image: ``(784,)`` (or ``(28, 28)``) pixels of the digit, 0-255 or 0-1; drawn in the
+            first column.
+        maps: ``(label, array)`` per layer, ``array`` of shape ``(H, W, F)``: that layer's output
+            (after its ReLU) for this one image. Each becomes a row of its first
+            ``min(per_layer, F)`` channels, labelled like ``"conv 1 + relu"`` plus its shape.
+        path: where to write the PNG.
+        title: optional figure title.
+        per_layer: at most this many channels per row.
+
+    Channels are grayscale, darker meaning stronger, on a scale from 0 to the row's maximum.
+    Returns the path written.
+    """
+    pixels = _as_image(image)
+    layers = _checked_feature_maps(maps, per_layer)
+    widest = max((min(int(per_layer), array.shape[2]) for _, array in layers), default=0)
+    rows, columns = max(1, len(layers)), 1 + widest
+    fig, axes = subplots(rows, columns, figsize=(2.6 + 2.0 + widest * 1.05, rows * 1.2 + 0.9),
+                         layout="constrained", squeeze=False,
+                         gridspec_kw={"width_ratios": [1.6] + [1.0] * widest})
+    for ax in axes[:, 0]:  # the digit gets the whole first column
+        ax.remove()
+    digit_ax = fig.add_subplot(axes[0, 0].get_gridspec()[:, 0])
+    _show_digit(digit_ax, pixels)
+    digit_ax.set_title("input (28x28)", fontsize=9)
+
+    for row, (label, array) in enumerate(layers):
+        height, width, channels = array.shape
+        shown = min(int(per_layer), channels)
+        finite = array[:, :, :shown][np.isfinite(array[:, :, :shown])]
+        vmax = float(finite.max()) if finite.size else 0.0
+        vmax = vmax if vmax > 0.0 else 1.0
+        for column in range(1, columns):
+            ax = axes[row, column]
+            channel = column - 1
+            if channel >= shown:
+                ax.set_axis_off()
+                continue
+            ax.imshow(array[:, :, channel], cmap="gray_r", vmin=0.0, vmax=vmax, interpolation="nearest")
+            _hide_ticks(ax)
+            ax.set_title(f"ch {channel}", fontsize=7, color="0.35", pad=2)
+        axes[row, 1].set_ylabel(f"{label} ({height}x{width}x{channels})", rotation=0, ha="right",
+                                va="center", fontsize=9)
+    for ax in axes[len(layers):, 1:].flat:  # no layers at all: only the digit
+        ax.set_axis_off()
+    fig.supxlabel("darker = stronger activation (scale per row: 0 to that row's maximum); "
+                  f"first {int(per_layer)} channels per layer at most", fontsize=9, color="0.35")
+    if title:
+        fig.suptitle(title, fontsize=13)
     return save_figure(fig, path)

@@ -30,10 +30,12 @@ from common.cli import (
     writable_folder,
 )
 from common.files import atomic_write_json, atomic_write_text
+from common.nn.conv import Conv2D
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
 from common.nn.layers import ACTIVATIONS
 from common.nn.metrics import misclassified_indices
+from common.nn.network import Network
 from common.nn.optimizers import OPTIMIZERS
 from common.paths import RESULTS_DIR
 from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage, validate_spec
@@ -118,7 +120,10 @@ def replace_folder(new: Path, target: Path, attempts: int = 5) -> None:
 
 
 def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
-    """loss.png, accuracy.png, confusion_matrix.png, misclassified.png and example_prediction.png."""
+    """loss.png, accuracy.png, confusion_matrix.png, misclassified.png, example_prediction.png and
+    what the first layer learned: first_layer.png (a perceptron's weights as 28x28 tiles), or
+    filters.png and feature_maps.png (a convolutional network's first filters, and its feature maps
+    for the example image)."""
     from common import plots as figures  # matplotlib is imported only when figures are made
 
     spec, test, probabilities = trained.spec, trained.splits["test"], trained.probabilities
@@ -136,6 +141,30 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
     figures.plot_prediction_example(test.x[index], int(test.y[index]), int(predicted[index]),
                                     probabilities[index], out_dir / "example_prediction.png",
                                     title=f"{spec.name}: random test image #{index}")
+    first = next(trained.network.weighted_layers())
+    if isinstance(first, Conv2D):
+        figures.plot_conv_filters(first.params["W"], out_dir / "filters.png",
+                                  f"{spec.name}: the {first.params['W'].shape[-1]} filters of the first convolution")
+        figures.plot_feature_maps(test.x[index], feature_maps(trained.network, test.x[index]),
+                                  out_dir / "feature_maps.png", f"{spec.name}: what the convolutions see "
+                                  f"in test image #{index} (first channels)")
+    else:
+        figures.plot_first_layer_weights(first.params["W"], out_dir / "first_layer.png",
+                                         f"{spec.name}: first-layer weights, one 28x28 tile per hidden unit")
+
+
+def feature_maps(network: Network, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """``[("conv 1 + relu", maps (24, 24, 32)), ...]``: the output of each convolution's
+    activation for one image ``pixels (784,)``, taken on the way through the network."""
+    out, maps, convolutions = pixels[None, :].astype(network.dtype), [], 0
+    layers = network.layers
+    for index, layer in enumerate(layers):
+        out = layer.forward(out, training=False)
+        convolutions += isinstance(layer, Conv2D)
+        if index > 0 and isinstance(layers[index - 1], Conv2D):
+            name = type(layer).__name__.lower()
+            maps.append((f"conv {convolutions} + {name}", out[0]))
+    return maps
 
 
 def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentParser:

@@ -261,10 +261,26 @@ def read_regularized(results: dict[str, list[dict]], ablations_dir: Path) -> str
     return text
 
 
+def read_convolutional(results: dict[str, list[dict]]) -> str:
+    conv, wide = ok_runs(results, "06"), ok_runs(results, "05")
+    if not (conv and wide):
+        return ""
+    errors = {name: 10_000 - mean_percent(runs, "test_accuracy") * 100 for name, runs in (("06", conv), ("05", wide))}
+    median = 100 * float(np.median([r["test_accuracy"] for r in conv]))
+    seconds = {name: float(np.mean([r["seconds"] for r in runs])) for name, runs in (("06", conv), ("05", wide))}
+    parameters = conv[0]["num_parameters"], wide[0]["num_parameters"]
+    return (f"**Stage 06** (convolutions) ends at {mean_percent(conv, 'test_accuracy'):.2f} % (median "
+            f"{median:.2f} %) against stage 05's {mean_percent(wide, 'test_accuracy'):.2f} %: "
+            f"{errors['06']:.0f} test digits wrong out of 10,000 instead of {errors['05']:.0f}, "
+            f"{1 - errors['06'] / errors['05']:.0%} fewer. It does so with {parameters[0]:,} parameters, "
+            f"{parameters[1] / parameters[0]:.1f}x fewer than stage 05's {parameters[1]:,} (shared filters: "
+            f"docs/math.md#convolution-and-max-pooling); a run takes {seconds['06']:.0f} s against {seconds['05']:.0f} s.")
+
+
 def readings(results: dict[str, list[dict]], out: Path) -> str:
     """The 'how to read it' paragraph under the table: one computed sentence or two per stage."""
     parts = [read_first_stage(results), read_minibatches(results), read_adam(results, out / "tuning"),
-             read_regularized(results, out / "ablations")]
+             read_regularized(results, out / "ablations"), read_convolutional(results)]
     return "\n".join(f"* {part}" for part in parts if part)
 
 

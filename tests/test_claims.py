@@ -123,3 +123,24 @@ def test_stage_04_settings_follow_validation():
     sweep = tuning("04_adam_lr")
     assert sorted(sweep["lr"].unique()) == [0.0001, 0.0003, 0.001, 0.003, 0.01]
     assert best_on_validation(sweep, "lr") == spec.lr and "found none better" in text
+
+
+def test_stage_06_settings_and_claims():
+    """'26 for a 5x5 filter ... against 785', 'about a quarter of stage 05's parameters', 'stage 04's
+    learning rate and batch size', 'stage 05's random shifts', and the validation grid it names."""
+    text, spec = docstring("06"), SPECS["06"]
+    assert "26 for a 5x5 filter on one channel, against 785 for a dense unit on 784 pixels" in text
+    assert 5 * 5 * 1 + 1 == 26 and 784 + 1 == 785
+    assert round(4 * parameters("06") / parameters("05")) == 1 and "about a quarter of stage 05's" in text
+    assert (spec.lr, spec.batch_size, spec.optimizer, spec.init) == (SPECS["04"].lr, SPECS["04"].batch_size, "adam", "he")
+    assert spec.shift == SPECS["05"].shift == 2 and "random shifts of up to 2 pixels" in text
+    assert [layer for layer in spec.layers if layer.startswith("conv")] == ["conv 32 5x5 valid", "conv 64 5x5 valid"]
+    assert "dense 256" in spec.layers and "two 5x5 convolutions (32, then 64 filters)" in text
+    grid = tuning("06_conv")
+    assert sorted(grid["epochs"].unique()) == [4, 8] and sorted(grid["schedule"].unique()) == ["constant", "cosine"]
+    assert sorted(grid["shift"].unique()) == [0, 2] and grid["seed"].nunique() == 1 and len(grid) == 8
+    best = grid.loc[grid["val_accuracy"].idxmax()]
+    assert (best["epochs"], best["schedule"], best["shift"]) == (spec.epochs, spec.schedule, spec.shift) == (8, "cosine", 2)
+    assert "8 epochs with cosine decay and 2-pixel shifts scored best" in text
+    minutes = [run["seconds"] / 60 for run in runs("06")]
+    assert len(minutes) == 3 and max(minutes) < 6 and "Each run takes a few minutes" in text

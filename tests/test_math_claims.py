@@ -256,3 +256,45 @@ def test_quoted_stage_02_run():
     text = section("What sets the learning rate")
     for number in ("63 times in 400", "1.715 at iteration 4", "2.022 at iteration 5", "keeps climbing"):
         assert number in text, number
+
+
+# -- Convolution and max-pooling: stage 06's parameters and arithmetic ------------------------------
+
+def test_stage_06_parameter_and_multiply_add_counts():
+    from common.nn.architecture import Architecture, walk_layers
+
+    specs = load_specs()
+    stage06, stage05 = specs["06"], specs["05"]
+    assert stage06.sizes == (784, 10) and stage06.init == "he" and stage06.shift > 0
+    assert stage06.layers == ("reshape 28x28x1", "conv 32 5x5 valid", "relu", "maxpool", "conv 64 5x5 valid",
+                              "relu", "maxpool", "flatten", "dense 256", "relu", "dense 10")
+    walked = walk_layers(784, stage06.layers)
+    weighted = [layer for layer in walked if layer.params]
+    params = [math.prod(layer.params["W"]) + math.prod(layer.params["b"]) for layer in weighted]
+    # a conv weight is used at every output position; a dense weight once
+    madds = [math.prod(layer.params["W"]) * (math.prod(layer.out_shape[:2]) if layer.kind == "conv" else 1)
+             for layer in weighted]
+    assert params == [832, 51_264, 262_400, 2_570] and sum(params) == 317_066
+    assert madds == [460_800, 3_276_800, 262_144, 2_560] and sum(madds) == 4_002_304
+    assert [layer.out_shape for layer in walked if layer.kind in ("conv", "maxpool", "flatten")] == [
+        (24, 24, 32), (12, 12, 32), (8, 8, 64), (4, 4, 64), (1024,)]
+    assert Architecture(sizes=stage06.sizes, layers=stage06.layers).num_parameters == 317_066
+    assert Network.from_architecture(Architecture(sizes=stage06.sizes, layers=stage06.layers),
+                                     np.random.default_rng(0)).num_parameters == 317_066
+
+    assert stage05.sizes == (784, 800, 800, 10)
+    perceptron = Architecture(sizes=stage05.sizes)
+    assert perceptron.num_parameters == 1_276_810 and round(1_276_810 / 317_066) == 4
+    assert 262_400 / 317_066 > 0.5  # "most of stage 06's sit in its first dense layer"
+    perceptron_madds = sum(n_in * n_out for n_in, n_out in zip(stage05.sizes[:-1], stage05.sizes[1:]))
+    assert perceptron_madds == 1_275_200 and f"{4_002_304 / perceptron_madds:.1f}" == "3.1"
+    assert 24 * 24 * 32 == 18_432 and 784 * 18_432 + 18_432 == 14_469_120
+    assert (8 * 8, 5 * 5 * 32) == (64, 800)  # the second convolution's patch rows per image
+    assert f"{math.sqrt(2 / 25):.3f}" == "0.283" and math.sqrt(2 / 800) == 0.05
+
+    text = section("Convolution and max-pooling")
+    for number in ("= 832", "= 51{,}264", "= 262{,}400", "= 2{,}570", "**317,066**", "= 460{,}800",
+                   "= 3{,}276{,}800", "| 262,144 |", "| 2,560 |", "**4,002,304**", "1,276,810", "about four times",
+                   "3.1 times stage 05's 1,275,200", "18{,}432", "14{,}469{,}120", "8 \\cdot 8 = 64",
+                   "5 \\cdot 5 \\cdot 32 = 800", "\\sqrt{2/25} = 0.283", "\\sqrt{2/800} = 0.05"):
+        assert number in text, number

@@ -349,3 +349,149 @@ def test_plot_digit_float_scale_and_bad_size(tmp_path, figures):
     assert figures[0].axes[0].get_images()[0].get_clim() == (0.0, 1.0)
     with pytest.raises(ValueError, match="784"):
         plots.plot_digit(np.zeros(100), tmp_path / "bad.png")
+
+
+# ------------------------------------------------------------------ weights and feature maps
+
+
+def image_axes(fig) -> list:
+    """The axes of a figure that show an image (tiles), in drawing order; hidden grid cells excluded."""
+    return [ax for ax in fig.axes if ax.get_images()]
+
+
+def assert_symmetric_tiles(axes: list, tiles: list[np.ndarray]) -> None:
+    """Each axes shows its tile on a diverging scale -m..m, m the tile's largest |weight|."""
+    assert len(axes) == len(tiles)
+    for ax, tile in zip(axes, tiles):
+        shown = ax.get_images()[0]
+        np.testing.assert_allclose(shown.get_array(), tile)
+        low, high = shown.get_clim()
+        assert low == -high
+        assert high == pytest.approx(float(np.abs(tile).max()))
+        assert shown.get_cmap().name == "RdBu_r"
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+
+
+def test_plot_first_layer_weights_tiles_first_count_units(tmp_path, figures):
+    rng = np.random.default_rng(8)
+    weights = rng.normal(0.0, 0.05, size=(784, 100))
+    weights[:, 3] *= 10.0  # a unit with much larger weights keeps its own scale
+    path = tmp_path / "weights.png"
+    assert_png(path, plots.plot_first_layer_weights(weights, path, title="Stage 3", count=64))
+    fig = figures[0]
+    tiles = image_axes(fig)
+    assert len(tiles) == 64 and len(fig.axes) == 64  # an 8 x 8 grid
+    assert_symmetric_tiles(tiles, [weights[:, unit].reshape(28, 28) for unit in range(64)])
+    assert [ax.get_title() for ax in tiles[:3]] == ["0", "1", "2"]
+    text = " ".join(all_text(fig))
+    assert "red: positive weight, blue: negative" in text
+    assert "0-63 of 100" in text
+    assert fig._suptitle.get_text() == "Stage 3"
+
+
+def test_plot_first_layer_weights_fewer_units_than_count_and_zero_unit(tmp_path, figures):
+    weights = np.linspace(-1.0, 2.0, 784 * 10).reshape(784, 10)
+    weights[:, 5] = 0.0  # a dead unit: its scale must not collapse to 0..0
+    path = tmp_path / "weights.png"
+    assert_png(path, plots.plot_first_layer_weights(weights, path))
+    fig = figures[0]
+    tiles = image_axes(fig)
+    assert len(tiles) == 10 and len(fig.axes) == 12  # 3 rows of 4, two cells hidden
+    assert tiles[5].get_images()[0].get_clim() == (-1.0, 1.0)
+    assert fig._suptitle is None  # no title asked for
+
+
+@pytest.mark.parametrize("shape", [(100, 784), (784,), (784, 10, 1), (28, 28), (784, 0)])
+def test_plot_first_layer_weights_rejects_bad_shapes(tmp_path, shape):
+    with pytest.raises(ValueError, match="784|hidden units"):
+        plots.plot_first_layer_weights(np.zeros(shape), tmp_path / "w.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_first_layer_weights_rejects_count_below_one(tmp_path):
+    with pytest.raises(ValueError, match="count"):
+        plots.plot_first_layer_weights(np.ones((784, 4)), tmp_path / "w.png", count=0)
+
+
+def test_plot_conv_filters_single_channel(tmp_path, figures):
+    rng = np.random.default_rng(9)
+    weights = rng.normal(0.0, 0.2, size=(5, 5, 1, 32))
+    path = tmp_path / "filters.png"
+    assert_png(path, plots.plot_conv_filters(weights, path, title="conv 1"))
+    fig = figures[0]
+    tiles = image_axes(fig)
+    assert len(tiles) == 32 and len(fig.axes) == 36  # a 6 x 6 grid, four cells hidden
+    assert_symmetric_tiles(tiles, [weights[:, :, 0, f] for f in range(32)])
+    assert all(ax.get_images()[0].get_interpolation() == "nearest" for ax in tiles)
+    assert [ax.get_title() for ax in tiles] == [str(f) for f in range(32)]
+    text = " ".join(all_text(fig))
+    assert "red: positive weight, blue: negative" in text
+    assert "mean" not in text
+
+
+def test_plot_conv_filters_multi_channel_shows_channel_mean(tmp_path, figures):
+    rng = np.random.default_rng(10)
+    weights = rng.normal(0.0, 0.2, size=(3, 3, 4, 6))
+    path = tmp_path / "filters.png"
+    assert_png(path, plots.plot_conv_filters(weights, path))
+    fig = figures[0]
+    tiles = image_axes(fig)
+    assert len(tiles) == 6
+    assert_symmetric_tiles(tiles, [weights[:, :, :, f].mean(axis=2) for f in range(6)])
+    assert "mean over the 4 input channels" in " ".join(all_text(fig))
+
+
+@pytest.mark.parametrize("shape", [(5, 5, 32), (5, 5), (1, 5, 5, 1, 8)])
+def test_plot_conv_filters_rejects_non_4d(tmp_path, shape):
+    with pytest.raises(ValueError, match="4-D"):
+        plots.plot_conv_filters(np.zeros(shape), tmp_path / "f.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_feature_maps_rows_per_layer(tmp_path, figures):
+    rng = np.random.default_rng(11)
+    first = np.maximum(rng.normal(size=(24, 24, 32)), 0.0)
+    first[..., 20] = 50.0  # beyond the channels shown: must not set the row's scale
+    second = np.maximum(rng.normal(size=(8, 8, 5)), 0.0)
+    maps = [("conv 1 + relu", first), ("conv 2 + relu", second)]
+    path = tmp_path / "maps.png"
+    assert_png(path, plots.plot_feature_maps(digits(1, rng)[0], maps, path, title="Feature maps"))
+    fig = figures[0]
+    shown = image_axes(fig)
+    assert len(shown) == 1 + 8 + 5
+    digit = [ax for ax in shown if ax.get_images()[0].get_array().shape == (28, 28)]
+    assert len(digit) == 1
+    assert digit[0].get_images()[0].get_clim() == (0.0, 255.0)
+    rows = {(24, 24): first[..., :8], (8, 8): second}
+    for ax in shown:
+        if ax is digit[0]:
+            continue
+        image = ax.get_images()[0]
+        assert image.get_cmap().name in ("gray", "gray_r")
+        assert image.get_clim() == (0.0, pytest.approx(float(rows[image.get_array().shape].max())))
+    text = all_text(fig)
+    assert "conv 1 + relu (24x24x32)" in text and "conv 2 + relu (8x8x5)" in text
+    assert fig._suptitle.get_text() == "Feature maps"
+
+
+def test_plot_feature_maps_per_layer_and_dead_layer(tmp_path, figures):
+    image = np.linspace(0.0, 1.0, 784, dtype=np.float32)
+    maps = [("conv 1 + relu", np.ones((24, 24, 3))), ("dead", np.zeros((12, 12, 16)))]
+    path = tmp_path / "maps.png"
+    assert_png(path, plots.plot_feature_maps(image, maps, path, per_layer=4))
+    shown = image_axes(figures[0])
+    assert len(shown) == 1 + 3 + 4
+    dead = [ax for ax in shown if ax.get_images()[0].get_array().shape == (12, 12)]
+    assert len(dead) == 4
+    assert all(ax.get_images()[0].get_clim() == (0.0, 1.0) for ax in dead)  # all zero: scale 0..1
+
+
+def test_plot_feature_maps_rejects_bad_shapes(tmp_path):
+    image = np.zeros(784, dtype=np.uint8)
+    with pytest.raises(ValueError, match="3-D"):
+        plots.plot_feature_maps(image, [("conv 1", np.zeros((24, 24)))], tmp_path / "m.png")
+    with pytest.raises(ValueError, match="3-D"):
+        plots.plot_feature_maps(image, [("conv 1", np.zeros((1, 24, 24, 8)))], tmp_path / "m.png")
+    with pytest.raises(ValueError, match="784"):
+        plots.plot_feature_maps(np.zeros(100), [("conv 1", np.zeros((24, 24, 8)))], tmp_path / "m.png")
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,8 @@ def test_stage_quick_run_writes_every_output_and_beats_chance(script: Path, tmp_
     assert metrics["test_accuracy"] > 0.6, "a tiny budget must still beat chance (10 %) by a wide margin"
     assert 0.0 <= metrics["train_accuracy"] <= 1.0
     assert len(metrics["history"]) == metrics["epochs"]
-    for name in FIGURES + ["per_class.md", "model.npz"]:
+    first_layer = ["filters.png", "feature_maps.png"] if metrics["settings"].get("layers") else ["first_layer.png"]
+    for name in FIGURES + first_layer + ["per_class.md", "model.npz"]:
         assert (tmp_path / name).stat().st_size > 0, name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
@@ -109,3 +110,11 @@ def test_divergence_stops_with_a_clear_line(tmp_path: Path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "iteration" in last and "lower learning rate" in last
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("option", [["--hidden", "64"], ["--activation", "tanh"]])
+def test_a_stage_given_as_layers_refuses_perceptron_options(option: list[str], tmp_path: Path):
+    """Stage 06 is described layer by layer: --hidden and --activation are refused in one line, before training."""
+    result = run(["stages/06_conv.py", "--quick", "--out", str(tmp_path), *option])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "layer by layer" in result.stderr

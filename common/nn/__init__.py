@@ -3,6 +3,8 @@
 One module per idea, each importing only NumPy, the standard library and this package:
 
 * ``layers``: ``Dense``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``Dropout``, forward and backward;
+* ``conv``: ``Conv2D``, ``MaxPool2D``, ``Flatten``, ``Reshape`` for images ``(B, H, W, C)``;
+* ``architecture``: a network as plain data, layer sizes or a list of layer strings;
 * ``init``: He, Xavier and fixed-scale initialisation;
 * ``network``: ``Network``, a stack of layers whose parameters share one buffer;
 * ``loss``: softmax fused with cross-entropy, and its gradient;

@@ -1,0 +1,590 @@
+"""Seconds per training epoch of stage 06's convolutional network: our NumPy core vs PyTorch CPU.
+
+The network is whatever ``stages/06_conv.py`` says: its ``SPEC.layers`` (read every run, never
+copied here), batch ``SPEC.batch_size``, Adam at ``SPEC.lr`` (betas 0.9 / 0.999, eps 1e-8, both
+libraries' defaults), ``SPEC.init``; softmax cross-entropy; the 60,000 real MNIST training images
+in [0, 1], reshuffled every epoch; no augmentation and a constant rate (the stage trains with
+random shifts and a cosine schedule: the first is extra work outside the network, the second
+changes the rate's value, not the work).
+
+* ``ours``: ``Network.from_architecture(SPEC.architecture(), rng, SPEC.init)`` (NHWC layers of
+  ``common/nn/conv.py``), stepped by ``common.nn.train.train_one_epoch``, the loop ``train`` runs.
+* ``pytorch``: the same layers as ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.Linear`` in PyTorch's
+  native NCHW layout, the same shapes and parameter count, float32, He-normal weights and zero
+  biases when ``SPEC.init`` is "he" (else PyTorch's defaults), ``F.cross_entropy``,
+  ``torch.optim.Adam(fused=True)`` when it runs on the CPU (else ``foreach=True``), the data as
+  two pre-made tensors (images already NCHW) indexed with a new ``torch.randperm`` every epoch (no
+  ``DataLoader``: measured 1.6x slower), ``torch.set_num_threads`` equal to our thread count.
+  ``--torch-channels-last`` stores PyTorch's images and conv weights channels-last (NHWC in
+  memory, still NCHW in shape; oneDNN's preferred format, a little faster in a few-step probe
+  here): a separate, labelled setting, not the default.
+
+Each library and each round runs in its own process (this script again, with an internal
+``--worker`` flag), so neither inherits the other's thread pools, caches or allocator state; the
+rounds are interleaved (ours, PyTorch, ours, PyTorch, ...) so that load from other processes hits
+both alike. A process trains one warm-up epoch (not counted) and then ``--epochs`` timed epochs,
+each timed on its own; every round is recorded. Reported: the median over all timed epochs of
+all rounds per library, its range, and ``conv_ratio_vs_pytorch`` = ours / PyTorch (medians).
+Target: ours at most 2.0x PyTorch CPU's epoch (stretch: 1.5x).
+
+Writes its section into ``results/benchmark.json`` (key ``conv`` and the top-level
+``conv_ratio_vs_pytorch``; other keys kept) and ``results/benchmark.md`` (between
+``<!-- conv:start -->`` and ``<!-- conv:end -->``; the rest of the file kept), atomically.
+``compare_libraries.py``, which rewrites both files whole, carries the ``conv`` record over and
+renders this section again from it (``carry_over_conv``): the JSON is the source of truth.
+Without PyTorch installed, ours is still measured and PyTorch is reported as skipped.
+
+Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [--out results] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.cli import positive_int, run_cli, writable_folder
+from common.files import atomic_write_json, atomic_write_text
+from common.nn.errors import UserError
+from common.paths import REPO_ROOT
+
+from compare_libraries import environment_lines, installed, load_average, run_environment
+from core_speed import THREAD_VARS, _Parser, blas_threads, load_training_data
+
+STAGE = "06"
+LIBRARIES = ("ours", "pytorch")
+LABELS = {"ours": "ours (NumPy core)", "pytorch": "PyTorch CPU"}
+LAYOUTS = {"ours": "NHWC, im2col + BLAS", "pytorch": "NCHW (native), oneDNN / ATen"}
+TARGET, STRETCH = 2.0, 1.5
+QUICK_TRAIN_SIZE = 2048
+SECTION = "conv"
+JSON_NAME, MARKDOWN_NAME = "benchmark.json", "benchmark.md"
+
+
+# --------------------------------------------------------------------------- the network, from SPEC
+
+def load_conv_spec():
+    """Stage 06's ``SPEC``, loaded from ``stages/`` (checked: layers, mini-batches, Adam)."""
+    from common.stages import load_specs
+
+    spec = load_specs([STAGE])[STAGE]
+    if not spec.layers or spec.batch_size is None:
+        raise UserError(f"stage {STAGE} must describe its network as layers and train in mini-batches")
+    if spec.optimizer != "adam":
+        raise UserError(f"conv_speed.py compares Adam; stage {STAGE} now uses {spec.optimizer!r}")
+    return spec
+
+
+def conv_gflop(spec, num_examples: int) -> float:
+    """Matrix-product GFLOP of one epoch over ``num_examples``, counted as ``core_speed.py`` does.
+
+    Per example: forward multiply-adds (a conv layer: ``H' * W' * F * K * K * C_in``; a dense
+    layer: ``fan_in * fan_out``), as many for the weight gradients, and as many again for the
+    input gradients of every weighted layer but the first; 2 flops per multiply-add.
+    """
+    from common.nn.architecture import walk_layers
+
+    macs = []
+    for layer in walk_layers(spec.sizes[0], spec.layers):
+        if layer.kind == "conv":
+            out_h, out_w, filters = layer.out_shape
+            macs.append(out_h * out_w * filters * math.prod(layer.params["W"][:-1]))
+        elif layer.kind == "dense":
+            macs.append(math.prod(layer.params["W"]))
+    return num_examples * 2 * (2 * sum(macs) + sum(macs[1:])) / 1e9
+
+
+def torch_model(spec):
+    """``(model, input_shape)``: ``SPEC.layers`` as an NCHW ``nn.Sequential``; ``input_shape`` is
+    ``(C, H, W)`` when the first layer is the ``reshape`` (the data is then shaped once, up front)."""
+    import torch
+    from torch import nn
+
+    from common.nn.architecture import walk_layers
+
+    class NHWCToNCHW(nn.Module):
+        """A ``reshape HxWxC`` inside the network: rows -> NHWC images -> NCHW."""
+
+        def __init__(self, shape: tuple[int, int, int]) -> None:
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(len(x), *self.shape).permute(0, 3, 1, 2)
+
+    activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    modules: list[nn.Module] = []
+    input_shape: tuple[int, ...] = (spec.sizes[0],)
+    for index, layer in enumerate(walk_layers(spec.sizes[0], spec.layers)):
+        if layer.kind == "reshape":
+            height, width, channels = layer.args
+            if index == 0:
+                input_shape = (channels, height, width)
+            else:
+                modules.append(NHWCToNCHW((height, width, channels)))
+        elif layer.kind == "conv":
+            filters, k, padding = layer.args
+            modules.append(nn.Conv2d(layer.in_shape[2], filters, k, padding=0 if padding == "valid" else (k - 1) // 2))
+        elif layer.kind == "maxpool":
+            modules.append(nn.MaxPool2d(2))  # floor on odd sizes, like ours
+        elif layer.kind == "flatten":
+            modules.append(nn.Flatten())  # C, H, W order: a permutation of ours, same sizes
+        elif layer.kind == "dense":
+            modules.append(nn.Linear(layer.in_shape[0], layer.args[0]))
+        elif layer.kind == "dropout":
+            modules.append(nn.Dropout(layer.args[0]))
+        else:
+            modules.append(activations[layer.kind]())
+    model = nn.Sequential(*modules)
+    if spec.init == "he":  # ours: std sqrt(2 / fan_in), fan_in = K*K*C_in for a conv; zero biases
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+    return model, input_shape
+
+
+def torch_optimizer(model, spec):
+    """``(optimizer, description)``: Adam (AdamW on weights only, as ours, with weight decay),
+    ``fused=True`` if this PyTorch runs it on the CPU, else ``foreach=True``."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    cls = torch.optim.AdamW if spec.weight_decay else torch.optim.Adam
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # a throwaway one-step probe: fused kernels that do not exist fail at construction or step
+        probe = torch.zeros(4, requires_grad=True)
+        probe.grad = torch.ones(4)
+        cls([probe], lr=spec.lr, fused=True).step()
+        return cls(groups, lr=spec.lr, fused=True), f"{cls.__name__}(fused=True)"
+    except (RuntimeError, ValueError, TypeError):
+        return cls(groups, lr=spec.lr, foreach=True), f"{cls.__name__}(foreach=True)"
+
+
+# --------------------------------------------------------------------------- one round, in a worker process
+
+def train_ours(spec, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> dict:
+    """One warm-up and ``epochs`` timed epochs of our network; seconds and mean loss of each."""
+    from common.nn.network import Network
+    from common.nn.optimizers import make_optimizer
+    from common.nn.train import train_one_epoch
+    from common.protocol import spawn_generators
+
+    init_rng, train_rng = spawn_generators(seed, 2)
+    network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
+    optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)  # as train() does
+    seconds, losses = [], []
+    for epoch in range(epochs + 1):
+        start = time.perf_counter()
+        loss_sum = train_one_epoch(network, optimizer, parameters, x, y, spec.batch_size, train_rng, None,
+                                   f"epoch {epoch}")
+        seconds.append(time.perf_counter() - start)
+        losses.append(loss_sum / len(y))
+        _progress("ours", epoch, seconds[-1], losses[-1])
+    return {"warmup_seconds": seconds[0], "epoch_seconds": seconds[1:], "losses": losses,
+            "threads": blas_threads(), "num_parameters": network.num_parameters, "optimizer": "ours Adam"}
+
+
+def train_pytorch(spec, x_np: np.ndarray, y_np: np.ndarray, epochs: int, seed: int, threads: int,
+                  channels_last: bool = False) -> dict:
+    """The same for PyTorch: one warm-up and ``epochs`` timed epochs."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model, input_shape = torch_model(spec)
+    model.train()
+    if channels_last:  # before the optimizer is built: its fused state follows the weights' strides
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, described = torch_optimizer(model, spec)
+    if len(input_shape) == 3:  # NHWC rows -> NCHW images, once, outside the clock (a view when C == 1)
+        channels, height, width = input_shape
+        x = torch.from_numpy(x_np).reshape(len(x_np), height, width, channels).permute(0, 3, 1, 2).contiguous()
+    else:
+        x = torch.from_numpy(x_np)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(y_np.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    num_examples, batch_size = len(x), spec.batch_size
+    seconds, losses = [], []
+    for epoch in range(epochs + 1):
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        order = torch.randperm(num_examples, generator=generator)
+        for first in range(0, num_examples, batch_size):
+            indices = order[first:first + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[indices]), y[indices])
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(indices)  # ours sums its loss every step too
+        seconds.append(time.perf_counter() - start)
+        losses.append(float(loss_sum) / num_examples)
+        _progress("pytorch", epoch, seconds[-1], losses[-1])
+    return {"warmup_seconds": seconds[0], "epoch_seconds": seconds[1:], "losses": losses,
+            "threads": torch.get_num_threads(), "num_parameters": sum(p.numel() for p in model.parameters()),
+            "optimizer": described, "torch_version": torch.__version__,
+            "memory_format": "channels_last" if channels_last else "contiguous (NCHW)"}
+
+
+def _progress(library: str, epoch: int, seconds: float, loss: float) -> None:
+    what = "warm-up epoch" if epoch == 0 else f"epoch {epoch}"
+    print(f"  {library:8s} {what:14s} {seconds:8.2f} s  loss {loss:.4f}", flush=True)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """The ``--worker`` process: one library, one round; its record goes to ``--worker-result``."""
+    spec = load_conv_spec()
+    x, y, _, _ = load_training_data(args.data_dir)
+    if args.train_size:
+        x, y = x[:args.train_size], y[:args.train_size]
+    if args.worker == "ours":
+        result = train_ours(spec, x, y, args.epochs, args.seed)
+    else:
+        result = train_pytorch(spec, x, y, args.epochs, args.seed, args.worker_threads, args.torch_channels_last)
+    result["train_images"] = len(y)
+    atomic_write_json(args.worker_result, result)
+    return 0
+
+
+def worker_environment(threads: int | None) -> dict[str, str]:
+    """The workers' environment: this one, with ``common`` importable and, for ``--threads N``, the
+    BLAS thread variables set (OpenBLAS reads them when NumPy starts, i.e. in the worker)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    if threads:
+        env.update({var: str(threads) for var in THREAD_VARS})
+    return env
+
+
+def run_round(library: str, args: argparse.Namespace, seed: int, threads: int) -> dict:
+    """Run one round of ``library`` in a fresh process of this script; its record, plus the process's wall time."""
+    with tempfile.TemporaryDirectory(prefix="conv_speed_") as folder:
+        result_path = Path(folder) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", library,
+                   "--worker-result", str(result_path), "--worker-threads", str(threads),
+                   "--epochs", str(args.epochs), "--seed", str(seed)]
+        if args.train_size:
+            command += ["--train-size", str(args.train_size)]
+        if args.data_dir:
+            command += ["--data-dir", args.data_dir]
+        if args.torch_channels_last:
+            command += ["--torch-channels-last"]
+        sys.stdout.flush()
+        start = time.perf_counter()
+        finished = subprocess.run(command, env=worker_environment(args.threads), stderr=subprocess.PIPE, text=True)
+        process_seconds = time.perf_counter() - start
+        if finished.returncode != 0 or not result_path.is_file():
+            lines = [line for line in finished.stderr.strip().splitlines() if line.strip()]
+            last = lines[-1] if lines else f"exit code {finished.returncode}"
+            raise UserError(f"the {library} round failed: {last.removeprefix('error: ')}")
+        if finished.stderr.strip():
+            print(finished.stderr.strip(), file=sys.stderr)
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    result["process_seconds"] = process_seconds
+    return result
+
+
+# --------------------------------------------------------------------------- figures
+
+def summarize(rounds: list[dict], skipped: dict) -> dict:
+    """Medians, ranges, the ratio and the targets from the per-round records (``library`` in each)."""
+    by_lib = {lib: [r for r in rounds if r["library"] == lib] for lib in LIBRARIES}
+    seconds, spread, round_medians = {}, {}, {}
+    for lib, runs in by_lib.items():
+        epochs = [t for run in runs for t in run["epoch_seconds"]]
+        seconds[lib] = statistics.median(epochs) if epochs else None
+        spread[lib] = [min(epochs), max(epochs)] if epochs else None
+        round_medians[lib] = [statistics.median(run["epoch_seconds"]) for run in runs]
+    ratio = seconds["ours"] / seconds["pytorch"] if seconds["ours"] and seconds["pytorch"] else None
+    per_round = ([a / b for a, b in zip(round_medians["ours"], round_medians["pytorch"])]
+                 if seconds["pytorch"] else [])
+    targets = {
+        "target": {"what": "ours / PyTorch CPU, s/epoch (medians)", "threshold": TARGET, "value": ratio,
+                   "met": None if ratio is None else ratio <= TARGET},
+        "stretch": {"what": "stretch goal", "threshold": STRETCH, "value": ratio,
+                    "met": None if ratio is None else ratio <= STRETCH},
+    }
+    return {"seconds_per_epoch": seconds, "seconds_per_epoch_range": spread, "round_medians": round_medians,
+            "ratio_vs_pytorch": ratio, "ratio_per_round": per_round, "targets": targets, "skipped": dict(skipped)}
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else format(value, pattern)
+
+
+def library_table(conv: dict) -> str:
+    """One row per library: layout, seconds per epoch (median, range), GFLOP/s, ours / this."""
+    from tabulate import tabulate
+
+    settings, skipped = conv["settings"], conv.get("skipped", {})
+    layouts = dict(LAYOUTS)
+    if settings.get("torch_memory_format") == "channels_last":
+        layouts["pytorch"] += ", channels-last memory"
+    ours = conv["seconds_per_epoch"]["ours"]
+    rows = []
+    for lib in LIBRARIES:
+        if lib in skipped:
+            rows.append([LABELS[lib], layouts[lib], f"skipped ({skipped[lib]})", "", "", ""])
+            continue
+        median, (low, high) = conv["seconds_per_epoch"][lib], conv["seconds_per_epoch_range"][lib]
+        rows.append([LABELS[lib], layouts[lib], f"{median:.2f}", f"{low:.2f}-{high:.2f}",
+                     f"{settings['gflop_per_epoch'] / median:.1f}", f"{ours / median:.2f}"])
+    return tabulate(rows, headers=["library", "layout", "s/epoch (median)", "s/epoch range", "GFLOP/s",
+                                   "ours / this"], tablefmt="github", disable_numparse=True)
+
+
+def targets_table(conv: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for target in conv["targets"].values():
+        met = "n/a" if target["met"] is None else ("yes" if target["met"] else "no")
+        shown = "not measured (PyTorch skipped)" if target["value"] is None else f"{target['value']:.2f}"
+        rows.append([target["what"], f"<= {target['threshold']:.1f}", shown, met])
+    return tabulate(rows, headers=["target", "threshold", "measured", "met"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def render_section(conv: dict) -> str:
+    """The markdown section, markers included, from the ``conv`` record alone (so that
+    ``compare_libraries.py`` can render it again from ``benchmark.json``)."""
+    settings = conv["settings"]
+    per_round = ", ".join(f"{r:.2f}" for r in conv["ratio_per_round"]) or "n/a"
+    images = settings["train_images"]
+    memory = (" stored channels-last (`--torch-channels-last`)"
+              if settings.get("torch_memory_format") == "channels_last" else "")
+    start, end = markers(SECTION)
+    lines = [start, "## Convolutional network (stage 06): our NumPy core vs PyTorch CPU", ""]
+    if settings.get("quick"):
+        lines += [f"**Smoke run (`--quick`, {images:,} images): not a measurement.**", ""]
+    lines += [
+        f"`{settings['architecture']}` (stage {STAGE}'s `SPEC.layers`: {', '.join(settings['layers'])}), "
+        f"{settings['num_parameters']:,} parameters in both libraries; softmax cross-entropy; Adam "
+        f"(lr {settings['lr']:g}, betas 0.9/0.999, eps 1e-08, constant rate), batch {settings['batch_size']} "
+        f"reshuffled every epoch, no augmentation, {images:,} MNIST training images in [0, 1], float32. "
+        f"Ours: NHWC layers of `common/nn/conv.py` stepped by `common.nn.train.train_one_epoch`. "
+        f"PyTorch {conv['environment'].get('torch', '')}: NCHW `Conv2d` / `MaxPool2d` / `Linear` of the "
+        f"same shapes{memory}, `F.cross_entropy`, `{settings.get('torch_optimizer') or 'n/a'}`, the data as "
+        f"pre-made tensors indexed per batch (no `DataLoader`). {settings['threads']} thread(s) for both. "
+        f"Each library and round ran in its own process, rounds interleaved (ours, PyTorch, ours, ...): "
+        f"{settings['repeats']} round(s) x {settings['epochs']} timed epoch(s), each process's first "
+        f"(warm-up) epoch not counted. Seconds per epoch: median (and range) of all timed epochs; "
+        f"GFLOP/s counts matrix-product work only ({settings['gflop_per_epoch']:.0f} GFLOP per epoch, "
+        f"as `core_speed.py` counts it).",
+        "",
+        library_table(conv),
+        "",
+        f"Ours / PyTorch within each round (medians of that round's epochs): {per_round}. Every "
+        f"epoch of every round is in `benchmark.json` under `conv.rounds`.",
+        "",
+        targets_table(conv),
+        "",
+        "Environment:",
+        "",
+        *environment_lines(conv["environment"]),
+        end,
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- merging into the result files
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def _span(text: str, name: str) -> tuple[int, int] | None:
+    """``(start, end)`` of the marked section ``name`` in ``text`` (markers included), or None."""
+    start_mark, end_mark = markers(name)
+    start, end = text.find(start_mark), text.find(end_mark)
+    if start < 0 and end < 0:
+        return None
+    if start < 0 or end < start or text.find(start_mark, start + 1) >= 0:
+        raise UserError(f"the {name} section's markers ({start_mark} ... {end_mark}) are broken; "
+                        f"repair or delete them and run again")
+    return start, end + len(end_mark)
+
+
+def extract_section(text: str, name: str) -> str | None:
+    span = _span(text, name)
+    return None if span is None else text[span[0]:span[1]]
+
+
+def replace_section(text: str, name: str, section: str) -> str:
+    """``text`` with its marked section ``name`` replaced by ``section`` (markers included), or
+    with ``section`` appended after a blank line; everything else is kept as it is."""
+    span = _span(text, name)
+    if span is not None:
+        return text[:span[0]] + section + text[span[1]:]
+    body = text.rstrip("\n")
+    return (body + "\n\n" if body else "") + section + "\n"
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; ``{}`` if there is no file. A file that is not a JSON object
+    is a :class:`UserError` (it is not overwritten: it may hold results)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot merge into {path}: not valid JSON ({error}); move it away and run again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"cannot merge into {path}: it holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def write_results(out: Path, conv: dict) -> None:
+    """Merge ``conv`` into ``out/benchmark.json`` and its section into ``out/benchmark.md``."""
+    record = read_json_object(out / JSON_NAME)
+    record["conv"] = conv
+    record["conv_ratio_vs_pytorch"] = conv["ratio_vs_pytorch"]
+    markdown_path = out / MARKDOWN_NAME
+    existing = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
+    markdown = replace_section(existing, SECTION, render_section(conv))  # checks the markers first
+    atomic_write_json(out / JSON_NAME, record)
+    atomic_write_text(markdown_path, markdown)
+
+
+def carry_over_conv(out: Path, record: dict, markdown: str) -> tuple[dict, str]:
+    """For ``compare_libraries.py``, which writes ``benchmark.json`` / ``benchmark.md`` whole: keep
+    the ``conv`` record of the files it replaces and render its section into the new markdown.
+
+    Never fails (a long measurement must not be lost at the last step): a record that cannot be
+    read or rendered falls back to the old markdown's section, kept verbatim, with a warning.
+    """
+    try:
+        old = read_json_object(out / JSON_NAME)
+    except UserError as error:
+        print(f"warning: {error}; the conv results in it are not carried over", file=sys.stderr)
+        old = {}
+    section = None
+    if isinstance(old.get("conv"), dict):
+        record = {**record, "conv": old["conv"], "conv_ratio_vs_pytorch": old.get("conv_ratio_vs_pytorch")}
+        try:
+            section = render_section(old["conv"])
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            print(f"warning: cannot render the conv section from {out / JSON_NAME} ({error!r}); "
+                  f"keeping the old one", file=sys.stderr)
+    if section is None:
+        try:
+            old_md = (out / MARKDOWN_NAME).read_text(encoding="utf-8")
+            section = extract_section(old_md, SECTION)
+        except (OSError, UnicodeDecodeError, UserError):
+            section = None
+    return record, (replace_section(markdown, SECTION, section) if section else markdown)
+
+
+# --------------------------------------------------------------------------- command line
+
+def torch_installed() -> bool:
+    return installed("torch")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(description="Seconds per epoch of stage 06's conv network: our NumPy core vs PyTorch CPU.")
+    parser.add_argument("--epochs", type=positive_int, default=2,
+                        help="timed epochs per round, after one warm-up epoch (default 2)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads for both libraries (default: the BLAS's current count)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "results"),
+                        help="folder of benchmark.json / benchmark.md to merge into (default results/)")
+    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; round r uses seed + r (default 0)")
+    parser.add_argument("--torch-channels-last", action="store_true",
+                        help="PyTorch's images and conv weights in channels-last memory (default: NCHW)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_TRAIN_SIZE:,} images, 1 timed epoch, 1 round")
+    # internal: one library's round in a worker process
+    parser.add_argument("--worker", choices=LIBRARIES, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=positive_int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--train-size", type=positive_int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        if not args.worker_result:
+            parser.error("--worker needs --worker-result")
+        return args
+    if args.quick:
+        args.epochs, args.repeats, args.train_size = 1, 1, args.train_size or QUICK_TRAIN_SIZE
+    writable_folder(Path(args.out))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    spec = load_conv_spec()
+    out = Path(args.out)
+    # The markers are checked before minutes of measuring, not after.
+    if (out / MARKDOWN_NAME).exists():
+        _span((out / MARKDOWN_NAME).read_text(encoding="utf-8"), SECTION)
+    read_json_object(out / JSON_NAME)
+    threads = args.threads or blas_threads()
+    load_start = load_average()
+    skipped = {} if torch_installed() else {"pytorch": "not installed"}
+    if skipped:
+        print("pytorch: skipped (not installed; pip install -r benchmarks/requirements-bench.txt)", flush=True)
+    active = [lib for lib in LIBRARIES if lib not in skipped]
+    print(f"stage {STAGE} {spec.architecture().describe()}: {args.epochs} timed epoch(s) after a warm-up x "
+          f"{args.repeats} round(s), {threads} thread(s), each in its own process: {', '.join(active)}", flush=True)
+
+    rounds: list[dict] = []
+    for round_index in range(args.repeats):
+        seed = args.seed + round_index
+        for lib in active:
+            print(f"round {round_index + 1}: {lib}", flush=True)
+            result = {"library": lib, "round": round_index + 1, "seed": seed, **run_round(lib, args, seed, threads)}
+            if result["threads"] != threads:
+                print(f"warning: {lib} ran with {result['threads']} thread(s), not {threads}", file=sys.stderr)
+            rounds.append(result)
+            print(f"round {round_index + 1}: {lib:8s} {statistics.median(result['epoch_seconds']):8.2f} s/epoch "
+                  f"(median of {len(result['epoch_seconds'])})", flush=True)
+
+    num_parameters = spec.architecture().num_parameters
+    for result in rounds:
+        if result["num_parameters"] != num_parameters:
+            raise UserError(f"{result['library']} has {result['num_parameters']:,} parameters, "
+                            f"stage {STAGE} {num_parameters:,}: not the same network")
+    summary = summarize(rounds, skipped)
+    train_images = rounds[0]["train_images"]
+    torch_rounds = [r for r in rounds if r["library"] == "pytorch"]
+    settings = {
+        "stage": STAGE, "architecture": spec.architecture().describe(), "layers": list(spec.layers),
+        "num_parameters": num_parameters, "batch_size": spec.batch_size, "optimizer": spec.optimizer,
+        "lr": spec.lr, "weight_decay": spec.weight_decay, "init": spec.init, "epochs": args.epochs,
+        "repeats": args.repeats, "warmup_epochs": 1, "threads": threads, "train_images": train_images,
+        "gflop_per_epoch": conv_gflop(spec, train_images), "seed": args.seed, "quick": args.quick,
+        "torch_optimizer": torch_rounds[0]["optimizer"] if torch_rounds else None,
+        "torch_layout": "NCHW", "ours_layout": "NHWC",
+        "torch_memory_format": "channels_last" if args.torch_channels_last else "contiguous",
+    }
+    environment = run_environment(threads, load_start, argv, script=__file__)
+    env = worker_environment(args.threads)  # the thread variables the workers ran with, not this process's
+    environment["thread_env"] = {key: env[key] for key in (*THREAD_VARS, "OPENBLAS_CORETYPE") if key in env}
+    conv = {**summary, "settings": settings, "environment": environment, "rounds": rounds}
+    write_results(out, conv)
+    print()
+    print(render_section(conv))
+    print(f"wrote the conv section of {out / MARKDOWN_NAME} and {out / JSON_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
