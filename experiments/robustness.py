@@ -16,8 +16,9 @@ images, all made in ``common/robustness.py`` from pixels in [0, 1]:
 * scale: each digit resized by 0.8 or 1.2 about the image centre, the frame kept 28x28;
 * noise: Gaussian noise of standard deviation 0.2 or 0.4 added to every pixel, clipped to [0, 1];
 * occlusion: an 8x8 square set to 0 at a place drawn per image (anywhere it fits);
-* FGSM: the fast gradient sign method, a white-box attack: every pixel moved by epsilon (0.05,
-  0.1, 0.2) in the direction that raises that model's own loss on the true label.
+* FGSM: the fast gradient sign method, a white-box attack: every pixel moved by at most epsilon
+  (0.05, 0.1, 0.2; the result clipped to [0, 1]) in the direction that raises that model's own
+  loss on the true label.
 
 Every random choice comes from ``--seed`` (default 0), and every stage sees the SAME transformed
 images; only FGSM differs per model, by definition. Writes ``robustness.md`` (the table, a reading

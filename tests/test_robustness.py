@@ -430,3 +430,28 @@ def test_no_model_and_no_training_gives_one_line(tmp_path: Path):
     assert result.returncode == 2, result.stderr
     assert "skipped (--no-train)" in result.stdout
     assert result.stderr.strip().startswith("error: no stage model") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_committed_table_covers_every_stage_and_matches_its_sources():
+    """results/robustness.csv has a row for every stage in stages/ and at least 12 transform columns;
+    its clean column is each stage's committed test accuracy, and the markdown shows the same numbers."""
+    import json
+
+    import pandas as pd
+
+    from common.paths import RESULTS_DIR
+    from common.stages import stage_files
+
+    frame = pd.read_csv(RESULTS_DIR / "robustness.csv")
+    assert list(frame["stage"]) == [path.stem for path in stage_files().values()]
+    transforms = [column for column in frame.columns if column.split("_")[0] in
+                  ("shift", "rotate", "scale", "noise", "occlusion", "fgsm")]
+    assert len(transforms) >= 12 and (frame["images"] == 10_000).all()
+    markdown = (RESULTS_DIR / "robustness.md").read_text(encoding="utf-8")
+    assert "python3 experiments/robustness.py" in markdown or "python experiments/robustness.py" in markdown
+    for _, row in frame.iterrows():
+        metrics = json.loads((RESULTS_DIR / "stages" / row["stage"] / "metrics.json").read_text())
+        assert row["clean"] == round(100 * metrics["test_accuracy"], 2), row["stage"]
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {row['stage']} "))
+        cells = [cell.strip() for cell in line.strip("|").split("|")][1:]
+        assert cells == [f"{row[column]:.2f}" for column in ["clean", *transforms]], row["stage"]
