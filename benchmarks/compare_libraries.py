@@ -445,16 +445,20 @@ def write_results(out: Path, record: dict, markdown: str) -> str:
 
 # --------------------------------------------------------------------------- command line
 
+def add_run_options(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """--threads, --out, --data-dir and --seed, the options every library benchmark shares."""
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads for every library (default: the BLAS's current count)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "results"), help=out_help)
+    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; round r uses seed + r (default 0)")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST.")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per training budget (default 10)")
     parser.add_argument("--repeats", type=positive_int, default=7, help="interleaved rounds (default 7)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="threads for every library (default: the BLAS's current count)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results"),
-                        help="directory for benchmark.md / benchmark.json (default results/)")
-    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; round r uses seed + r (default 0)")
+    add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 round")
     args = parser.parse_args(argv)
     if args.quick:

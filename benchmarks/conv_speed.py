@@ -57,7 +57,7 @@ from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.paths import REPO_ROOT
 
-from compare_libraries import environment_lines, installed, load_average, run_environment
+from compare_libraries import add_run_options, environment_lines, installed, load_average, run_environment
 from core_speed import THREAD_VARS, _Parser, blas_threads, load_training_data
 
 STAGE = "06"
@@ -500,12 +500,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=2,
                         help="timed epochs per round, after one warm-up epoch (default 2)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="threads for both libraries (default: the BLAS's current count)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results"),
-                        help="folder of benchmark.json / benchmark.md to merge into (default results/)")
-    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; round r uses seed + r (default 0)")
+    add_run_options(parser, "folder of benchmark.json / benchmark.md to merge into (default results/)")
     parser.add_argument("--torch-channels-last", action="store_true",
                         help="PyTorch's images and conv weights in channels-last memory (default: NCHW)")
     parser.add_argument("--quick", action="store_true",

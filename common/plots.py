@@ -119,7 +119,7 @@ def _as_image(image: Any) -> np.ndarray:
     return array.reshape(IMAGE_SIDE, IMAGE_SIDE)
 
 
-def _show_digit(ax: "Axes", image: Any) -> None:
+def show_digit(ax: "Axes", image: Any) -> None:
     """Draw one digit on ``ax``: dark ink on white, scaled 0..1 or 0..255 by its own maximum."""
     pixels = _as_image(image)
     vmax = 255.0 if np.nanmax(pixels) > 1 else 1.0
@@ -350,7 +350,7 @@ def plot_misclassified(images: np.ndarray, true_labels: np.ndarray, predicted_la
         if index >= shown:
             ax.set_axis_off()
             continue
-        _show_digit(ax, pixels[index])
+        show_digit(ax, pixels[index])
         label = f"true {int(truth[index])} → pred {int(predicted[index])}"
         if confidence is not None:
             label += f" ({100.0 * confidence[index]:.0f}%)"
@@ -386,7 +386,7 @@ def plot_prediction_example(image: np.ndarray, true_label: int, predicted_label:
 
     fig, (digit_ax, bar_ax) = subplots(
         1, 2, figsize=(8.4, 3.7), layout="constrained", gridspec_kw={"width_ratios": [1, 1.7]})
-    _show_digit(digit_ax, pixels)
+    show_digit(digit_ax, pixels)
     digit_ax.set_title(f"true {truth}, predicted {predicted}", fontsize=11,
                        color=_RIGHT if right else _WRONG)
 
@@ -430,7 +430,7 @@ def plot_digit(image: np.ndarray, path: PathLike, title: str = "") -> Path:
     """
     pixels = _as_image(image)
     fig, ax = subplots(figsize=(3.4, 3.6), layout="constrained")
-    _show_digit(ax, pixels)
+    show_digit(ax, pixels)
     ax.set_xlabel("28 × 28 pixels", fontsize=9, color="0.35")
     if title:
         ax.set_title(title, fontsize=12)
@@ -589,7 +589,7 @@ def plot_feature_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], pat
     for ax in axes[:, 0]:  # the digit gets the whole first column
         ax.remove()
     digit_ax = fig.add_subplot(axes[0, 0].get_gridspec()[:, 0])
-    _show_digit(digit_ax, pixels)
+    show_digit(digit_ax, pixels)
     digit_ax.set_title("input (28x28)", fontsize=9)
 
     for row, (label, array) in enumerate(layers):

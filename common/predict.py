@@ -44,7 +44,7 @@ import numpy as np
 from common.cli import OneLineParser, run_cli, writable_folder
 from common.idx import IMAGE_SIDE
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT, RESULTS_DIR
+from common.paths import RESULTS_DIR, shown
 from common.protocol import PIXEL_SCALES, scale_pixels
 
 DEFAULT_MODELS = (
@@ -208,20 +208,12 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model and CLI
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository root when it is inside it."""
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def default_model() -> Path:
     """The first of ``results/stages/06_conv``, ``05_regularized`` and ``04_adam``'s ``model.npz`` that exists."""
     for candidate in DEFAULT_MODELS:
         if candidate.is_file():
             return candidate
-    raise UserError(f"no trained model found (none of {', '.join(_shown(path) for path in DEFAULT_MODELS)} "
+    raise UserError(f"no trained model found (none of {', '.join(shown(path) for path in DEFAULT_MODELS)} "
                     f"exists); train one with `python stages/06_conv.py` (or 05_regularized.py, 04_adam.py) "
                     f"or pass --model PATH")
 

@@ -51,8 +51,8 @@ from common.environment import describe_environment
 from common.files import atomic_write_text
 from common.nn.errors import UserError
 from common.nn.network import Network
-from common.paths import REPO_ROOT, RESULTS_DIR
-from common.plots import save_figure, subplots
+from common.paths import REPO_ROOT, RESULTS_DIR, shown
+from common.plots import save_figure, show_digit, subplots
 from common.predict import load_model
 from common.protocol import StageSpec, scale_pixels, spawn_generators
 from common.report import QUICK_BANNER, environment_line
@@ -115,21 +115,14 @@ class Stage:
         return any(layer.startswith("conv") for layer in (self.network.architecture.layers or ()))
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def train_missing(script: Path, args: list[str]) -> None:
     """Run a stage's own script (``python stages/<stage>.py ARGS``); a failure is one line."""
     command = [sys.executable, str(script), *args]
-    print(f"  training it: python {_shown(script)}{' ' if args else ''}{' '.join(args)}", flush=True)
+    print(f"  training it: python {shown(script)}{' ' if args else ''}{' '.join(args)}", flush=True)
     done = subprocess.run(command, cwd=REPO_ROOT)
     if done.returncode != 0:
         raise UserError(f"training {script.stem} failed (exit code {done.returncode}); run "
-                        f"`python {_shown(script)}` to see why, or leave it out with --no-train")
+                        f"`python {shown(script)}` to see why, or leave it out with --no-train")
 
 
 def find_model(number: str, spec: StageSpec, script: Path, options: argparse.Namespace) -> Path | None:
@@ -142,9 +135,9 @@ def find_model(number: str, spec: StageSpec, script: Path, options: argparse.Nam
     if options.quick and quick_path.is_file():
         return quick_path
     if options.no_train:
-        print(f"stage {spec.name}: no model at {_shown(path)}; skipped (--no-train)", flush=True)
+        print(f"stage {spec.name}: no model at {shown(path)}; skipped (--no-train)", flush=True)
         return None
-    print(f"stage {spec.name}: no model at {_shown(path)}", flush=True)
+    print(f"stage {spec.name}: no model at {shown(path)}", flush=True)
     if options.quick:
         train_missing(script, ["--quick", "--quiet", "--no-plots", "--out", str(quick_path.parent)])
         return quick_path
@@ -205,15 +198,15 @@ def example_indices(labels: np.ndarray, rng: np.random.Generator, count: int = N
 
 
 def measure(stages: list[Stage], images: np.ndarray, labels: np.ndarray, seed: int,
-            shown: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+            example_rows: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Accuracy of every stage on the clean images and on each transform.
 
-    Returns ``({stage number: {"clean" or transform key: accuracy}}, {row name: the shown images
-    (len(shown), 784)})``; the FGSM rows of the second show the attack on the last stage.
+    Returns ``({stage number: {"clean" or transform key: accuracy}}, {row name: the example images
+    (len(example_rows), 784)})``; the FGSM rows of the second show the attack on the last stage.
     """
     generators = spawn_generators(seed, len(TRANSFORMS) + 2)[2:]  # [0], [1]: test sample, examples
     table = {s.number: {"clean": robustness.accuracy_on(s.network, images, labels, s.pixel_scale)} for s in stages}
-    examples = {"clean": images[shown]}
+    examples = {"clean": images[example_rows]}
     for transform, rng in zip(TRANSFORMS, generators):
         if transform.apply is None:
             continue
@@ -221,7 +214,7 @@ def measure(stages: list[Stage], images: np.ndarray, labels: np.ndarray, seed: i
         moved = transform.apply(images, rng)
         for stage in stages:
             table[stage.number][transform.key] = robustness.accuracy_on(stage.network, moved, labels, stage.pixel_scale)
-        examples[transform.label] = moved[shown]
+        examples[transform.label] = moved[example_rows]
         report_line(transform.label, stages, table, transform.key, time.perf_counter() - started)
     attacks = [t for t in TRANSFORMS if t.apply is None]
     for stage in stages:
@@ -232,7 +225,7 @@ def measure(stages: list[Stage], images: np.ndarray, labels: np.ndarray, seed: i
             table[stage.number][transform.key] = robustness.accuracy_on(stage.network, attacked, labels,
                                                                         stage.pixel_scale)
             if stage is stages[-1]:
-                examples[f"{transform.label} (vs {stage.spec.name})"] = attacked[shown]
+                examples[f"{transform.label} (vs {stage.spec.name})"] = attacked[example_rows]
         print(f"FGSM on {stage.spec.name}: " + ", ".join(f"{t.strength:g}: {100 * table[stage.number][t.key]:.2f} %"
                                                           for t in attacks)
               + f" ({time.perf_counter() - started:.1f} s)", flush=True)
@@ -417,7 +410,7 @@ def readings(stages: list[Stage], table: dict, count: int, test_size: int, seed:
 def results_frame(stages: list[Stage], table: dict, count: int) -> pd.DataFrame:
     rows = []
     for stage in stages:
-        row = {"stage": stage.spec.name, "model": _shown(stage.path), "pixel_scale": stage.pixel_scale,
+        row = {"stage": stage.spec.name, "model": shown(stage.path), "pixel_scale": stage.pixel_scale,
                "architecture": stage.network.architecture.describe(), "images": count,
                "clean": round(100 * table[stage.number]["clean"], 2)}
         row.update({t.key: round(100 * table[stage.number][t.key], 2) for t in TRANSFORMS})
@@ -480,12 +473,6 @@ def plot_curves(stages: list[Stage], table: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _digit(ax, image: np.ndarray) -> None:
-    ax.imshow(image.reshape(28, 28), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def plot_examples(examples: dict[str, np.ndarray], labels: np.ndarray, reference: Stage, path: Path) -> Path:
     """One row per transform, one column per digit; above each, ``reference``'s prediction."""
     rows, columns = len(examples), len(labels)
@@ -493,7 +480,7 @@ def plot_examples(examples: dict[str, np.ndarray], labels: np.ndarray, reference
     for axes_row, (name, images) in zip(axes, examples.items()):
         predicted = reference.network.predict(robustness.model_input(images, reference.pixel_scale))
         for ax, image, guess, truth in zip(axes_row, images, predicted, labels):
-            _digit(ax, image)
+            show_digit(ax, image)
             title = f"label {int(truth)}, says {int(guess)}" if name == "clean" else f"says {int(guess)}"
             ax.set_title(title, fontsize=8, color="#1a7f37" if guess == truth else "#c62828")
         axes_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -508,7 +495,7 @@ def plot_saliency(stages: list[Stage], images: np.ndarray, labels: np.ndarray, p
     fig, axes = subplots(len(stages) + 1, columns, figsize=(1.3 * columns + 1.8, 1.3 * (len(stages) + 1) + 0.8),
                          squeeze=False)
     for ax, image, truth in zip(axes[0], images, labels):
-        _digit(ax, image)
+        show_digit(ax, image)
         ax.set_title(f"label {int(truth)}", fontsize=9)
     axes[0][0].set_ylabel("digit", rotation=0, ha="right", va="center", fontsize=9)
     for axes_row, stage in zip(axes[1:], stages):
@@ -563,15 +550,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     sample_rng, example_rng = spawn_generators(options.seed, len(TRANSFORMS) + 2)[:2]
     images, labels = test_sample(data, options.images, sample_rng)
-    shown = example_indices(labels, example_rng)
+    example_rows = example_indices(labels, example_rng)
     print(f"measuring {names(stages)} on {len(labels):,} test images", flush=True)
-    table, examples = measure(stages, images, labels, options.seed, shown)
+    table, examples = measure(stages, images, labels, options.seed, example_rows)
     seconds = time.perf_counter() - started
     out = options.out
     atomic_write_text(out / "robustness.csv", results_frame(stages, table, len(labels)).to_csv(index=False))
     plot_curves(stages, table, out / "robustness.png")
-    plot_examples(examples, labels[shown], stages[-1], out / "robustness_examples.png")
-    plot_saliency(stages, images[shown], labels[shown], out / "robustness_saliency.png")
+    plot_examples(examples, labels[example_rows], stages[-1], out / "robustness_examples.png")
+    plot_saliency(stages, images[example_rows], labels[example_rows], out / "robustness_saliency.png")
     markdown = robustness_markdown(stages, table, len(labels), len(data.test_labels), options, seconds,
                                     describe_environment())
     atomic_write_text(out / "robustness.md", markdown)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mnist_available import needs_mnist
 
 from common import runs
-from common.data import find_idx_file, resolve_data_dir
-from common.idx import FILE_NAMES
 from common.stages import load_specs, stage_files
 from experiments import ablations
 
@@ -33,15 +32,6 @@ ONLY = ["optimizer", "activation"]
 CHANCE = 0.10
 
 
-def have_mnist() -> bool:
-    try:
-        directory = resolve_data_dir(None)
-        return all(find_idx_file(directory, name) is not None for name in FILE_NAMES)
-    except Exception:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not have_mnist(), reason="the real MNIST is not in the default data folder")
 
 
 def run_main(*argv: str) -> tuple[int, str]:

@@ -11,17 +11,11 @@ import types
 
 import numpy as np
 import pytest
-
-from common.data import find_idx_file, resolve_data_dir
-from common.idx import FILE_NAMES
+from mnist_available import needs_mnist
 
 import compare_libraries
 import conv_speed
 import profile_epoch
-
-needs_mnist = pytest.mark.skipif(
-    not all(find_idx_file(resolve_data_dir(None), name) for name in FILE_NAMES),
-    reason="MNIST is not in the default data folder (python -m common.data fetch)")
 
 START, END = conv_speed.markers("conv")
 OTHER = "# Library benchmark\n\nThe perceptron table, written by compare_libraries.py.\n"

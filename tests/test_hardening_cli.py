@@ -10,19 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_available import needs_mnist
 
 from common import runner
 from common.cli import EXIT_BROKEN_PIPE, parse_list, run_cli, writable_folder
-from common.data import find_idx_file, resolve_data_dir
-from common.idx import FILE_NAMES
 from common.nn.errors import UserError
 from common.serialize import load_network
 from common.stages import load_specs
 
 REPO = Path(__file__).resolve().parent.parent
-needs_mnist = pytest.mark.skipif(
-    not all(find_idx_file(resolve_data_dir(None), name) for name in FILE_NAMES),
-    reason="MNIST is not in the default data folder (python -m common.data fetch)")
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from mnist_available import needs_mnist
 
-from common.data import find_idx_file, load_mnist
-from common.idx import FILE_NAMES
+from common.data import load_mnist
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
 from common.nn.optimizers import Adam, GradientDescent
@@ -126,10 +126,6 @@ def test_optimizers_decay_before_the_step(optimizer):
 
 # -- Initialisation: stage 01's starting point on the real MNIST -----------------------------------
 
-def have_mnist() -> bool:
-    return all(find_idx_file(DEFAULT_DATA_DIR, name) is not None for name in FILE_NAMES)
-
-
 def pooled_std_of_layers(images: np.ndarray, w1: np.ndarray, w2: np.ndarray, rows: int = 10_000) -> tuple[float, float]:
     """Standard deviation of every entry of ``Z1 = X @ w1`` and of the logits ``max(0, Z1) @ w2``, in blocks."""
     sums = np.zeros((2, 3))  # per array: count, sum, sum of squares
@@ -141,7 +137,7 @@ def pooled_std_of_layers(images: np.ndarray, w1: np.ndarray, w2: np.ndarray, row
     return tuple(math.sqrt(ss / n - (s / n) ** 2) for n, s, ss in sums)
 
 
-@pytest.mark.skipif(not have_mnist(), reason="the real MNIST is not in data/mnist/")
+@needs_mnist
 def test_stage_01_starting_statistics_on_the_real_mnist():
     images = load_mnist(DEFAULT_DATA_DIR, fetch=False, progress=False).train_images
     assert images.shape == (60_000, 784) and images.dtype == np.uint8

@@ -328,7 +328,6 @@ def test_default_model_missing_says_what_to_train(monkeypatch: pytest.MonkeyPatc
     from common.cli import run_cli
 
     monkeypatch.setattr(predict, "DEFAULT_MODELS", (tmp_path / "a" / "model.npz", tmp_path / "b" / "model.npz"))
-    monkeypatch.setattr(predict, "REPO_ROOT", tmp_path)
     assert run_cli(predict.main, [str(digit_png)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no trained model found")

@@ -18,11 +18,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from mnist_available import needs_mnist
 from PIL import Image
 
 from common import robustness
-from common.data import find_idx_file, resolve_data_dir
-from common.idx import FILE_NAMES
 from common.nn.architecture import Architecture
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
@@ -40,15 +39,6 @@ COLUMNS = ["clean", "shift_2px", "shift_4px", "rotate_15deg", "rotate_30deg", "s
            "noise_0.2", "noise_0.4", "occlusion_8x8", "fgsm_0.05", "fgsm_0.1", "fgsm_0.2"]
 
 
-def have_mnist() -> bool:
-    try:
-        directory = resolve_data_dir(None)
-        return all(find_idx_file(directory, name) is not None for name in FILE_NAMES)
-    except Exception:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not have_mnist(), reason="the real MNIST is not in the default data folder")
 
 
 def lit(row: int, col: int, count: int = 1) -> np.ndarray:

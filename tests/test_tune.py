@@ -3,15 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from mnist_available import needs_mnist
 
-from common.data import find_idx_file, resolve_data_dir
-from common.idx import FILE_NAMES
 from common.nn.errors import UserError
 from experiments import tune
-
-needs_mnist = pytest.mark.skipif(
-    not all(find_idx_file(resolve_data_dir(None), name) for name in FILE_NAMES),
-    reason="MNIST is not in the default data folder (python -m common.data fetch)")
 
 
 @needs_mnist
