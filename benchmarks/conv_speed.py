@@ -38,6 +38,9 @@ Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [-
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import json
 import math

@@ -30,6 +30,9 @@ Run: python benchmarks/core_speed.py [--threads N] [--epochs 5] [--repeats 7] [-
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import os
 import statistics

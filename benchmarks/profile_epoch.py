@@ -30,6 +30,9 @@ Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only 
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import math
 import statistics
 import sys

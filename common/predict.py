@@ -29,7 +29,8 @@ black on white, is a completely different input vector to a fully connected netw
    have theirs (mean 13.99 / 14.00 over the test set), shifted by whole pixels.
 
 :func:`load_image` reads PNG/JPEG/... of any size and mode (RGB, RGBA and palette images with
-transparency composited onto white, L, 16-bit) into a float ``(H, W)`` array in [0, 1].
+transparency composited onto white, L, 16-bit) into a float ``(H, W)`` array in [0, 1];
+:func:`decode_image` does the same for an image in memory (the playground's canvas).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 import numpy as np
 
@@ -74,29 +75,43 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     scaled by their full range. The EXIF orientation of phone photos is applied.
     Raises :class:`UserError` (one line) if the file is missing, not an image, or damaged.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"image file {path} does not exist")
     if not path.is_file():
         raise UserError(f"{path} is not a file; give the path of a PNG or JPEG image")
+    return decode_image(path, str(path))
+
+
+def decode_image(source: str | os.PathLike | IO[bytes], name: str, formats: Sequence[str] | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image (a path or a binary file object) as :func:`load_image` does: float32 ``(H, W)``.
+
+    ``name`` starts every error message; ``formats`` limits what Pillow tries (e.g. ``("PNG",)``),
+    ``max_pixels`` refuses larger images before they are decoded (else Pillow's own bomb limit).
+    Raises :class:`UserError` (one line) for data that is not an image, damaged, or too large.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    too_large = f"{name} is too large to be a digit drawing; resize it first"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source, formats=formats) as opened:
+                if max_pixels is not None and opened.width * opened.height > max_pixels:
+                    raise UserError(f"{too_large} (at most {max_pixels:,} pixels)")
                 opened.load()  # decode now, so a truncated file fails here
                 image = ImageOps.exif_transpose(opened)
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image Pillow can read (expected PNG or JPEG)") from None
+        raise UserError(f"{name} is not an image Pillow can read (expected PNG or JPEG)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large to be a digit drawing; resize it first") from None
+        raise UserError(too_large) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated / corrupt data
-        raise UserError(f"{path} is damaged or truncated and cannot be decoded ({error})") from None
+        raise UserError(f"{name} is damaged or truncated and cannot be decoded ({error})") from None
     gray = _to_gray(image)
     invalid = int(np.count_nonzero(~np.isfinite(gray)))
     if invalid:
-        raise UserError(f"{path} has {invalid} invalid pixel{'s' if invalid > 1 else ''} (NaN or infinite); "
+        raise UserError(f"{name} has {invalid} invalid pixel{'s' if invalid > 1 else ''} (NaN or infinite); "
                         "save the drawing again as an 8-bit PNG")
     return gray
 
@@ -241,8 +256,14 @@ def predict_image(image: np.ndarray, network, metadata: dict) -> tuple[np.ndarra
     as it was trained (``metadata["pixel_scale"]``: "unit" -> [0, 1], "raw" -> 0..255).
     """
     pixels = preprocess_image(image)
-    x = scale_pixels(pixels[None, :], metadata["pixel_scale"])  # (1, 784) float32
-    return pixels, network.predict_proba(x)[0]
+    return pixels, classify(pixels, network, metadata["pixel_scale"])
+
+
+def classify(pixels: np.ndarray, network, pixel_scale: str) -> np.ndarray:
+    """The probabilities ``(10,)`` a network gives a prepared digit ``pixels`` uint8 ``(784,)``,
+    scaled as that network was trained (``pixel_scale``: "unit" -> [0, 1], "raw" -> 0..255)."""
+    x = scale_pixels(pixels[None, :], pixel_scale)  # (1, 784) float32
+    return network.predict_proba(x)[0]
 
 
 def format_prediction(probabilities: np.ndarray, top: int = TOP_K) -> list[str]:

@@ -41,6 +41,9 @@ accuracy mean ± std), and ``README.md`` indexing them.
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import dataclasses
 import json

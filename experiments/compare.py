@@ -18,6 +18,9 @@ also copies the tables into README.md between the comparison markers.
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import dataclasses
 import json

@@ -30,6 +30,9 @@ with respect to the pixels).
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import json
 import os

@@ -15,9 +15,12 @@ convolution (docs/math.md#convolution-and-max-pooling) slides small filters over
     max-pooling after each convolution keeps the strongest response of each window, which
     tolerates small shifts and halves the image, so the second convolution sees a wider area.
 
-The network: two 5x5 convolutions (32, then 64 filters), each followed by ReLU and max-pooling,
+The network: two 5x5 convolutions (32, then 64 filters), each followed by max-pooling and ReLU,
 then a dense layer of 256 ReLU units and the 10 logits, He initialisation; trained with Adam at
-stage 04's learning rate and batch size, with stage 05's random shifts of up to 2 pixels. For
+stage 04's learning rate and batch size, with stage 05's random shifts of up to 2 pixels. Pooling
+comes before the ReLU because the two commute (the largest of four rectified numbers is the
+rectified largest one, max(relu(a), relu(b)) = relu(max(a, b))): the same function, with the ReLU
+run on a quarter of the numbers. For
 scale: LeNet-5, the convolutional network of LeCun et al. (1998), reached 99.05 % on this test set
 (99.2 % with distorted training digits).
 
@@ -43,15 +46,15 @@ SPEC = StageSpec(
     adds="two 5x5 convolutions, each with 2x2 max-pooling, before two dense layers; shifts, Adam, cosine",
     sizes=(784, 10),
     layers=("reshape 28x28x1",
-            "conv 32 5x5 valid", "relu", "maxpool",     # (28, 28, 1) -> (24, 24, 32) -> (12, 12, 32)
-            "conv 64 5x5 valid", "relu", "maxpool",     # -> (8, 8, 64) -> (4, 4, 64)
+            "conv 32 5x5 valid", "maxpool", "relu",     # (28, 28, 1) -> (24, 24, 32) -> (12, 12, 32)
+            "conv 64 5x5 valid", "maxpool", "relu",     # -> (8, 8, 64) -> (4, 4, 64)
             "flatten", "dense 256", "relu", "dense 10"),  # 1,024 -> 256 -> 10
     init="he",
     optimizer="adam", lr=0.001, schedule="cosine",
     epochs=8, batch_size=128, shift=2,
     eval_every=4,
     quick={"epochs": 2, "train_size": 5000, "eval_every": 1,
-           "layers": ("reshape 28x28x1", "conv 8 5x5 valid", "relu", "maxpool", "flatten", "dense 10")},
+           "layers": ("reshape 28x28x1", "conv 8 5x5 valid", "maxpool", "relu", "flatten", "dense 10")},
 )
 
 if __name__ == "__main__":

@@ -262,8 +262,8 @@ def test_stage_06_parameter_and_multiply_add_counts():
     specs = load_specs()
     stage06, stage05 = specs["06"], specs["05"]
     assert stage06.sizes == (784, 10) and stage06.init == "he" and stage06.shift > 0
-    assert stage06.layers == ("reshape 28x28x1", "conv 32 5x5 valid", "relu", "maxpool", "conv 64 5x5 valid",
-                              "relu", "maxpool", "flatten", "dense 256", "relu", "dense 10")
+    assert stage06.layers == ("reshape 28x28x1", "conv 32 5x5 valid", "maxpool", "relu", "conv 64 5x5 valid",
+                              "maxpool", "relu", "flatten", "dense 256", "relu", "dense 10")
     walked = walk_layers(784, stage06.layers)
     weighted = [layer for layer in walked if layer.params]
     params = [math.prod(layer.params["W"]) + math.prod(layer.params["b"]) for layer in weighted]

@@ -14,7 +14,8 @@ One module per idea, each importing only NumPy, the standard library and this pa
 * ``train``: the training loop (batches, history, divergence check);
 * ``metrics``: accuracy, confusion matrix, precision / recall / F1;
 * ``gradcheck``: finite differences, to check every backward pass;
-* ``errors``: the errors a user can fix.
+* ``errors``: the errors a user can fix;
+* ``parallel``: element-wise work split over threads, one slice of the batch each.
 
 The derivations behind each are in ``docs/math.md``.
 """

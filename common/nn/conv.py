@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from common.nn import parallel
 from common.nn.layers import Layer
 
 
@@ -71,7 +72,8 @@ class Conv2D(Layer):
         In training the patch matrix is kept for ``backward`` and its memory reused by the next
         call (a fresh 10-100 MB array each step costs page faults: the gather alone was 2-3x
         slower, a whole training step ~5 %). In inference it is a temporary, so evaluating a big
-        chunk does not leave a big buffer behind.
+        chunk does not leave a big buffer behind. The copy is split over the batch across threads
+        (``common.nn.parallel``): NumPy copies on one core, the product uses them all.
         """
         weights = self.params["W"]
         k, _, c_in, c_out = weights.shape
@@ -84,13 +86,28 @@ class Conv2D(Layer):
         # (B, H', W', C, k, k) view -> (B, H', W', k, k, C), the order of W's first three axes
         windows = sliding_window_view(x, (k, k), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
         batch, out_h, out_w = windows.shape[:3]
-        if training:
+        # A window row is k*C_in numbers long, an output row W'. With one input channel the window
+        # rows are short (5 numbers for stage 06's first layer), so the patches are stored kernel
+        # offset first, (k, k, C_in, B, H', W'), copying whole output rows, 4x faster; ``cols`` is
+        # then the transpose of a C-ordered matrix, which the products read just as well.
+        offset_first = k * c_in < out_w
+        if offset_first:
+            windows = windows.transpose(3, 4, 5, 0, 1, 2)
+        if not training:
+            patches = np.empty(windows.shape, dtype=x.dtype)
+        else:
             if self._buffer is None or self._buffer.shape != windows.shape or self._buffer.dtype != x.dtype:
                 self._buffer = np.empty(windows.shape, dtype=x.dtype)
-            np.copyto(self._buffer, windows)
-            cols = self._buffer.reshape(batch * out_h * out_w, k * k * c_in)
+            patches = self._buffer
+
+        def gather(rows: slice) -> None:
+            np.copyto(patches[rows], windows[rows])
+
+        parallel.for_slices(gather, len(windows), patches.size)
+        if offset_first:
+            cols = patches.reshape(k * k * c_in, batch * out_h * out_w).T
         else:
-            cols = windows.reshape(batch * out_h * out_w, k * k * c_in)  # a temporary copy
+            cols = patches.reshape(batch * out_h * out_w, k * k * c_in)
         self._cols = cols if training else None
         out = cols @ weights.reshape(k * k * c_in, c_out)
         out += self.params["b"]
@@ -103,9 +120,11 @@ class Conv2D(Layer):
         ``cols.T @ dout`` over the patches. ``db[f]`` = sum of ``dout`` over ``B, H', W'``.
         ``dx``: each input pixel receives from every output pixel whose window covers it,
         ``dx_pad[n, h+i, w+j, c] += dout[n, h, w, f] * W[i, j, c, f]`` -- done as ``k*k`` slice-adds
-        of ``dout @ W[i, j].T``, one per kernel offset, then the padding is cut off. (The same sum
-        as a "full" convolution of ``dout`` with the flipped kernel, or as one product
-        ``dout @ W.T`` folded back by col2im: both measured 1.1-2x slower here.)
+        of ``dout @ W[i, j].T``, one per kernel offset, then the padding is cut off. The ``k*k``
+        products are one batched ``np.matmul`` (each result contiguous, so each slice-add reads
+        long runs), and the slice-adds are split over the batch across threads. (The same sum as
+        a "full" convolution of ``dout`` with the flipped kernel, or as one product ``dout @ W.T``
+        folded back by col2im: both measured 1.1-2x slower here.)
         """
         if self._cols is None:
             raise RuntimeError("Conv2D.backward needs a forward(x, training=True) first")
@@ -119,11 +138,17 @@ class Conv2D(Layer):
         if not self.needs_input_grad:
             return None
         batch, out_h, out_w = dout.shape[:3]
+        # contributions[i * k + j] = dout @ W[i, j].T, shape (B*H'*W', C_in), for every offset at once
+        contributions = np.matmul(dout2d, weights.reshape(k * k, c_in, c_out).transpose(0, 2, 1))
+        contributions = contributions.reshape(k, k, batch, out_h, out_w, c_in)
         dx_pad = np.zeros(self._padded_shape, dtype=dout.dtype)
-        for i in range(k):
-            for j in range(k):
-                contribution = dout2d @ weights[i, j].T  # (B*H'*W', C_in)
-                dx_pad[:, i:i + out_h, j:j + out_w, :] += contribution.reshape(batch, out_h, out_w, c_in)
+
+        def scatter(images: slice) -> None:
+            for i in range(k):
+                for j in range(k):
+                    dx_pad[images, i:i + out_h, j:j + out_w, :] += contributions[i, j, images]
+
+        parallel.for_slices(scatter, batch, k * k * contributions[0, 0].size)
         p = self.pad
         return dx_pad[:, p:dx_pad.shape[1] - p, p:dx_pad.shape[2] - p, :]
 
@@ -156,27 +181,46 @@ class MaxPool2D(Layer):
         """``x (B, H, W, C)`` -> ``out (B, H // 2, W // 2, C)``.
 
         Textbook: ``windows.max(axis=(2, 4))``. Here the element-wise maximum of the four window
-        elements, the same numbers about 3x faster (NumPy reduces over two separated axes slowly).
+        elements, the same numbers about 3x faster (NumPy reduces over two separated axes slowly),
+        split over the batch across threads.
         """
         if x.ndim != 4 or x.shape[1] < 2 or x.shape[2] < 2:
             raise ValueError(f"MaxPool2D: expected input (B, H, W, C) with H, W >= 2, got {x.shape}")
         w = self._as_windows(x)
-        out = np.maximum(np.maximum(w[:, :, 0, :, 0], w[:, :, 0, :, 1]),
-                         np.maximum(w[:, :, 1, :, 0], w[:, :, 1, :, 1]))
+        out = np.empty(w[:, :, 0, :, 0].shape, dtype=x.dtype)
+
+        def pool(images: slice) -> None:
+            o = out[images]
+            np.maximum(w[images, :, 0, :, 0], w[images, :, 0, :, 1], out=o)
+            np.maximum(o, w[images, :, 1, :, 0], out=o)
+            np.maximum(o, w[images, :, 1, :, 1], out=o)
+
+        parallel.for_slices(pool, len(x), x.size)
         self._windows, self._out, self._x_shape = w, out, x.shape
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """``dout (B, H // 2, W // 2, C)`` -> ``dx (B, H, W, C)``, nonzero at one maximum per window."""
-        dx = np.zeros(self._x_shape, dtype=dout.dtype)
+        """``dout (B, H // 2, W // 2, C)`` -> ``dx (B, H, W, C)``, nonzero at one maximum per window.
+
+        The window elements are visited in row-major order with ``left``, the gradient not yet
+        given: an element equal to the window's maximum takes all of ``left``, which is then 0 for
+        the others (so the first maximum wins a tie). The last element needs no comparison: it
+        takes what is left, which is 0 unless it is the only maximum.
+        """
+        dx = np.zeros(self._x_shape, dtype=dout.dtype) if self._x_shape[1] % 2 or self._x_shape[2] % 2 \
+            else np.empty(self._x_shape, dtype=dout.dtype)  # odd sizes: the dropped row / column stays 0
         dx_windows = self._as_windows(dx)  # a view: writing into it writes into dx
-        taken = np.zeros(self._out.shape, dtype=bool)  # windows whose maximum is already found
-        for i in (0, 1):
-            for j in (0, 1):  # row-major order: the first maximum found wins a tie
-                hit = self._windows[:, :, i, :, j, :] == self._out
-                hit &= ~taken
-                taken |= hit
-                np.multiply(dout, hit, out=dx_windows[:, :, i, :, j, :])
+        windows, out = self._windows, self._out
+
+        def route(images: slice) -> None:
+            left = dout[images].copy()
+            for i, j in ((0, 0), (0, 1), (1, 0)):
+                hit = windows[images, :, i, :, j, :] == out[images]
+                np.multiply(left, hit, out=dx_windows[images, :, i, :, j, :])
+                left *= np.logical_not(hit, out=hit)  # 0 where this element took it
+            dx_windows[images, :, 1, :, 1, :] = left
+
+        parallel.for_slices(route, len(dout), dx.size)
         return dx
 
 

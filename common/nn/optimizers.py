@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from common.nn import parallel
 from common.nn.errors import UserError
 
 Parameter = tuple[str, np.ndarray, np.ndarray]  # (name, parameter, its gradient): what optimizers update
@@ -33,7 +34,11 @@ class Optimizer:
         self.state: dict[str, dict[str, np.ndarray]] = {}
 
     def step(self, parameters: Sequence[Parameter]) -> None:
-        """Update every parameter in place from its gradient."""
+        """Update every parameter in place from its gradient.
+
+        The rules are element-wise, so a long parameter vector is updated in slices, split across
+        threads (``common.nn.parallel``): the same numbers, on every core instead of one.
+        """
         self.t += 1
         for name, param, grad in parameters:
             state = self.state.get(name)
@@ -42,10 +47,18 @@ class Optimizer:
                 state["scratch"] = np.empty_like(param)
             elif state["scratch"].shape != param.shape:
                 raise ValueError(f"parameter {name!r} changed shape between steps")
-            if self.weight_decay and name.endswith("W"):
+            decay = bool(self.weight_decay) and name.endswith("W")
+            parallel.for_slices(self._slice_updater(param, grad, state, decay), len(param), param.size)
+
+    def _slice_updater(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+                       decay: bool):
+        """``update`` restricted to ``param[rows]`` and the same rows of its gradient and state."""
+        def update_rows(rows: slice) -> None:
+            if decay:
                 # Decoupled weight decay (AdamW): shrink weights, not biases, outside the gradient step.
-                param *= 1.0 - self.lr * self.weight_decay
-            self.update(param, grad, state)
+                param[rows] *= 1.0 - self.lr * self.weight_decay
+            self.update(param[rows], grad[rows], {key: buffer[rows] for key, buffer in state.items()})
+        return update_rows
 
     def init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {}
