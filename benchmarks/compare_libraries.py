@@ -1,4 +1,5 @@
-"""Our NumPy core against scikit-learn and PyTorch on the same network, data, optimizer and budget.
+"""Our NumPy core against scikit-learn and PyTorch (at its best) on the same network, data, optimizer
+and budget, and how the cost grows with width and batch size.
 
 Network ``[784, 128, 64, 10]``, ReLU, softmax + cross-entropy, Adam (lr 1e-3, betas 0.9 / 0.999,
 eps 1e-8), batch 128, shuffled every epoch, no weight decay / L2 (scikit-learn ``alpha=0``),
@@ -7,8 +8,8 @@ library initialises its weights as it does by default (ours: He normal, std sqrt
 zero biases; scikit-learn: Glorot uniform, +-sqrt(6 / (fan_in + fan_out)) for ReLU; PyTorch
 ``nn.Linear``: uniform +-1/sqrt(fan_in) for weights and biases).
 
-Contenders, run interleaved (ours, sklearn, sklearn float32, PyTorch, then again) for
-``--repeats`` rounds so that noise from other processes hits them alike:
+Contenders, each library and round in its own process (this script again, ``--worker``), rounds
+interleaved (ours, sklearn, sklearn float32, PyTorch x 3, then again) for ``--repeats`` rounds:
 
 * ``ours``: ``common.nn.train.train`` on float32 (``Network.from_sizes``, ``Adam``);
 * ``sklearn``: ``MLPClassifier`` on float64 input (its default), timed around one
@@ -17,19 +18,29 @@ Contenders, run interleaved (ours, sklearn, sklearn float32, PyTorch, then again
   ``warm_start`` resets Adam's moments);
 * ``sklearn_float32``: the same on float32 input (a separate row, not the reference);
 * ``pytorch``: an equivalent ``nn.Sequential`` on CPU, float32, ``torch.optim.Adam`` (its CPU
-  default implementation), batches gathered by indexing one tensor with a shuffled index tensor.
+  default implementation), batches gathered by indexing one tensor with a shuffled index tensor;
+* ``pytorch_fused``: the same with ``torch.optim.Adam(fused=True)``;
+* ``pytorch_compile``: the same with ``torch.compile(model, dynamic=False)`` on top of fused Adam;
+  it compiles on four untimed steps (a full and the last, smaller batch, twice), timed apart as
+  the compile time; then 20 compiled and 20 eager steps are timed, and if compiled steps are more
+  than 3x slower (seen on this machine while other processes ran) the row is skipped with those
+  figures; its first epoch is left out like everyone's. Not run with ``--quick`` or
+  ``--no-compile``; a compile that fails here is reported as skipped with its reason.
 
-Seconds per epoch = wall time of the whole training budget / epochs (data loading, conversion
-and evaluation excluded); the library ratios use it. Our epoch's fraction of the matmul peak
-uses the median of our individual epochs, each run's first (warm-up) epoch left out, as
-``core_speed.py`` does. Each round also measures the matmul peak and the full-batch forward +
-backward, in blocks (the pass stage 02 trains with) and in one 60,000-row pass (``core_speed.py``). Threads: the same count for all, set before any library is imported
-(BLAS env + ``torch.set_num_threads``). A library that is not installed is reported as skipped.
+Seconds per epoch: the mean of each run's epochs after the first (scikit-learn, which trains in
+one ``fit``: the whole budget / epochs), median over rounds; ``ratio_vs_pytorch_best`` is ours over
+the fastest PyTorch configuration. Our epoch's fraction of the matmul peak uses the median of our
+individual epochs after the first; it is reported, with no target. Each round also measures, in
+this process, the matmul peak and the full-batch forward + backward, in blocks (the pass stage 02
+trains with) and in one 60,000-row pass (``core_speed.py``). Then ``mlp_scaling.py`` measures
+seconds per epoch against width and batch size (ours vs PyTorch fused, own processes, interleaved).
+Threads: the same count for all (BLAS variables + ``torch.set_num_threads``).
 
-Writes ``results/benchmark.md`` and ``results/benchmark.json`` (atomically), keeping the section
-``conv_speed.py`` merged into them (its ``conv`` record, from which the section is rendered again).
+Writes ``results/benchmark.md``, ``results/benchmark.json`` and ``results/benchmark_scaling.png``
+(atomically), keeping the section ``conv_speed.py`` merged into them (its ``conv`` record, from
+which the section is rendered again).
 
-Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 7] [--threads N] [--out results] [--quick]
+Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 5] [--scaling-rounds 3] [--threads N] [--quick]
 """
 from __future__ import annotations
 
@@ -47,8 +58,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.cli import positive_int, run_cli, writable_folder
-from common.files import atomic_write_text
+from common.cli import positive_float, positive_int, run_cli, writable_folder
+from common.files import atomic_write_json, atomic_write_text
 from common.nn.train import BLOCK_ROWS
 from common.paths import REPO_ROOT
 
@@ -56,6 +67,7 @@ from core_speed import (
     BATCH_SIZE,
     PEAK_SIZES,
     SIZES,
+    THREAD_VARS,
     _Parser,
     blas_threads,
     ensure_blas_threads,
@@ -65,33 +77,59 @@ from core_speed import (
     network_gflop,
     per_epoch_seconds,
 )
+from mlp_scaling import (
+    BETA1,
+    BETA2,
+    EPS,
+    LR,
+    TARGET_WIDTH,
+    add_worker_options,
+    plot_scaling,
+    run_scaling,
+    run_worker,
+    scaling_sentences,
+    scaling_table,
+    summarize_scaling,
+    torch_adam,
+    torch_mlp,
+    torch_step_function,
+    width_ratio,
+)
 
-LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
-
-LIBRARIES = ("ours", "sklearn", "sklearn_float32", "pytorch")
+LIBRARIES = ("ours", "sklearn", "sklearn_float32", "pytorch", "pytorch_fused", "pytorch_compile")
+TORCH_CONFIGS = ("pytorch", "pytorch_fused", "pytorch_compile")
 LABELS = {
     "ours": "ours (NumPy core)",
     "sklearn": "scikit-learn MLPClassifier",
     "sklearn_float32": "scikit-learn MLPClassifier",
-    "pytorch": "PyTorch CPU",
+    "pytorch": "PyTorch CPU, Adam (default)",
+    "pytorch_fused": "PyTorch CPU, Adam(fused=True)",
+    "pytorch_compile": "PyTorch CPU, torch.compile + Adam(fused=True)",
 }
-DTYPES = {"ours": "float32", "sklearn": "float64 (default)", "sklearn_float32": "float32", "pytorch": "float32"}
-INITS = {
-    "ours": "He normal, std sqrt(2/fan_in); b = 0",
-    "sklearn": "Glorot uniform +-sqrt(6/(fan_in+fan_out)) (W and b)",
-    "sklearn_float32": "Glorot uniform +-sqrt(6/(fan_in+fan_out)) (W and b)",
-    "pytorch": "uniform +-1/sqrt(fan_in) (W and b)",
-}
-REQUIRES = {"ours": None, "sklearn": "sklearn", "sklearn_float32": "sklearn", "pytorch": "torch"}
+TORCH_INIT = "uniform +-1/sqrt(fan_in) (W and b)"
+GLOROT_INIT = "Glorot uniform +-sqrt(6/(fan_in+fan_out)) (W and b)"
+DTYPES = {"ours": "float32", "sklearn": "float64 (default)", "sklearn_float32": "float32",
+          **{lib: "float32" for lib in TORCH_CONFIGS}}
+INITS = {"ours": "He normal, std sqrt(2/fan_in); b = 0", "sklearn": GLOROT_INIT, "sklearn_float32": GLOROT_INIT,
+         **{lib: TORCH_INIT for lib in TORCH_CONFIGS}}
+REQUIRES = {"ours": None, "sklearn": "sklearn", "sklearn_float32": "sklearn", **{lib: "torch" for lib in TORCH_CONFIGS}}
+SCALING_FIGURE = "benchmark_scaling.png"
+PROBE_STEPS = 20              # compiled and eager steps timed after the compile, to catch a slow compile
+COMPILE_SLOWDOWN_LIMIT = 3.0  # compiled steps slower than this many eager ones: reported, not timed
 
-# Targets: (key, description, threshold text, test on the measured value).
+# Targets: (name, key of the measured value, description, threshold text, test on the value).
 TARGETS = (
-    ("ratio_vs_sklearn", "ours / scikit-learn (float64 default), s/epoch", "<= 0.40", lambda v: v <= 0.40),
-    ("ratio_vs_pytorch", "ours / PyTorch, s/epoch", "<= 0.60", lambda v: v <= 0.60),
-    ("peak_fraction_epoch", "our batch-128 Adam epoch, fraction of matmul peak", ">= 50 %", lambda v: v >= 0.50),
-    ("peak_fraction_fullbatch", "full-batch forward+backward, fraction of matmul peak", ">= 70 %",
-     lambda v: v >= 0.70),
-    ("accuracy_gap_vs_pytorch", "test accuracy, ours minus PyTorch, absolute, points", "<= 0.3", lambda v: v <= 0.3),
+    ("ratio_vs_sklearn", "ratio_vs_sklearn", "ours / scikit-learn (float64 default), s/epoch", "<= 0.40",
+     lambda v: v <= 0.40),
+    ("ratio_vs_pytorch_best", "ratio_vs_pytorch_best", "ours / fastest PyTorch configuration, s/epoch",
+     "<= 0.75", lambda v: v <= 0.75),
+    ("ratio_width_1024", "ratio_width_1024", f"ours / PyTorch fused at [784, {TARGET_WIDTH}, {TARGET_WIDTH}, 10], "
+     "s/epoch", "<= 1.0", lambda v: v <= 1.0),
+    ("ratio_width_1024_stretch", "ratio_width_1024", "the same, stretch goal", "<= 0.85", lambda v: v <= 0.85),
+    ("peak_fraction_fullbatch", "peak_fraction_fullbatch", "full-batch forward+backward, fraction of matmul peak",
+     ">= 70 %", lambda v: v >= 0.70),
+    ("accuracy_gap_vs_pytorch", "accuracy_gap_vs_pytorch", "test accuracy, ours minus PyTorch (default), absolute, "
+     "points", "<= 0.3", lambda v: v <= 0.3),
 )
 
 
@@ -142,42 +180,103 @@ def run_sklearn_float32(data: dict, epochs: int, seed: int, threads: int) -> dic
     return _run_sklearn(data["x_train"], data, epochs, seed)
 
 
-def run_pytorch(data: dict, epochs: int, seed: int, threads: int) -> dict:
+def train_torch(data: dict, epochs: int, seed: int, threads: int, config: str) -> dict:
+    """``epochs`` epochs of the PyTorch twin in ``config`` (see :data:`TORCH_CONFIGS`), each timed.
+
+    ``pytorch_compile`` first compiles and probes (:func:`compile_and_probe`); a compile that fails
+    or runs far slower than eager returns ``{"skipped": reason}``."""
     import torch
-    from torch import nn
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    model = torch_mlp(SIZES)
+    optimizer, described = torch_adam(model, fused=config != "pytorch")
+    compiled = config == "pytorch_compile"
+    stepped = torch.compile(model, dynamic=False) if compiled else model
+    step = torch_step_function(stepped, optimizer, torch.from_numpy(data["x_train"]),
+                               torch.from_numpy(data["y_train"].astype(np.int64)))
     generator = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if index < len(SIZES) - 2:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
-    loss_fn = nn.CrossEntropyLoss()
-    x = torch.from_numpy(data["x_train"])
-    y = torch.from_numpy(data["y_train"])
-    num_examples = len(x)
-    start = time.perf_counter()
+    num_examples = len(data["x_train"])
+    result: dict = {"optimizer": f"torch.compile + {described}" if compiled else described}
+    if compiled:
+        eager = torch_step_function(model, optimizer, torch.from_numpy(data["x_train"]),
+                                    torch.from_numpy(data["y_train"].astype(np.int64)))
+        result.update(compile_and_probe(step, eager, num_examples, generator))
+        if "skipped" in result:
+            return {"skipped": result["skipped"]}
+    epoch_seconds = []
     for _ in range(epochs):
+        start = time.perf_counter()
         order = torch.randperm(num_examples, generator=generator)
         for first in range(0, num_examples, BATCH_SIZE):
-            indices = order[first:first + BATCH_SIZE]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[indices]), y[indices])
-            loss.backward()
-            optimizer.step()
-    seconds = time.perf_counter() - start
+            step(order[first:first + BATCH_SIZE])
+        epoch_seconds.append(time.perf_counter() - start)
     with torch.inference_mode():
         predicted = model(torch.from_numpy(data["x_test"])).argmax(dim=1).numpy()
-    return {"seconds": seconds, "test_accuracy": float(np.mean(predicted == data["y_test"]))}
+    return {**result, "seconds": sum(epoch_seconds), "epoch_seconds": epoch_seconds,
+            "test_accuracy": float(np.mean(predicted == data["y_test"])), "threads": torch.get_num_threads()}
+
+
+def compile_and_probe(step: Callable, eager: Callable, num_examples: int, generator) -> dict:
+    """Compile ``step`` (the compiled model's) on both batch shapes of an epoch, twice, outside the
+    timed epochs; then time :data:`PROBE_STEPS` steps of it and of ``eager`` (the same model, uncompiled).
+
+    Returns ``compile_seconds`` and the probe, or ``{"skipped": reason}`` when the compile fails or
+    its steps run more than :data:`COMPILE_SLOWDOWN_LIMIT` x slower than eager ones (timing its
+    epochs would then cost many minutes and say only that)."""
+    import torch
+
+    order = torch.randperm(num_examples, generator=generator)
+    start = time.perf_counter()
+    try:
+        for size in (BATCH_SIZE, num_examples % BATCH_SIZE or BATCH_SIZE) * 2:
+            step(order[:size])
+    except Exception as error:  # any compiler failure is a skipped row, with its reason
+        return {"skipped": f"torch.compile failed here: {type(error).__name__}: "
+                           f"{(str(error).strip().splitlines() or [''])[0]}"}
+    compile_seconds = time.perf_counter() - start
+    per_step = {}
+    for name, function in (("compiled", step), ("eager", eager)):
+        start = time.perf_counter()
+        for first in range(0, PROBE_STEPS * BATCH_SIZE, BATCH_SIZE):
+            function(order[first:first + BATCH_SIZE])
+        per_step[name] = (time.perf_counter() - start) / PROBE_STEPS
+    probe = {"compile_seconds": compile_seconds, "probe_ms_per_step": {k: 1e3 * v for k, v in per_step.items()}}
+    if per_step["compiled"] > COMPILE_SLOWDOWN_LIMIT * per_step["eager"]:
+        return {**probe, "skipped": f"torch.compile ran {per_step['compiled'] / per_step['eager']:.0f}x slower than "
+                                    f"eager here ({1e3 * per_step['compiled']:.1f} vs {1e3 * per_step['eager']:.2f} "
+                                    f"ms a step over {PROBE_STEPS} steps), so its epochs were not timed"}
+    return probe
+
+
+def run_pytorch(data: dict, epochs: int, seed: int, threads: int) -> dict:
+    return train_torch(data, epochs, seed, threads, "pytorch")
+
+
+def run_pytorch_fused(data: dict, epochs: int, seed: int, threads: int) -> dict:
+    return train_torch(data, epochs, seed, threads, "pytorch_fused")
+
+
+def run_pytorch_compile(data: dict, epochs: int, seed: int, threads: int) -> dict:
+    return train_torch(data, epochs, seed, threads, "pytorch_compile")
 
 
 RUNNERS: dict[str, Callable[[dict, int, int, int], dict]] = {
     "ours": run_ours, "sklearn": run_sklearn, "sklearn_float32": run_sklearn_float32, "pytorch": run_pytorch,
+    "pytorch_fused": run_pytorch_fused, "pytorch_compile": run_pytorch_compile,
 }
+
+
+def worker(args: argparse.Namespace) -> int:
+    """The ``--worker`` process: one library's training budget; its record goes to ``--worker-result``."""
+    x_train, y_train, x_test, y_test = load_training_data(args.data_dir)
+    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    if args.worker == "sklearn":
+        data["x_train64"] = x_train.astype(np.float64)
+    result = RUNNERS[args.worker](data, args.epochs, args.seed, args.worker_threads)
+    result.setdefault("threads", blas_threads())
+    atomic_write_json(args.worker_result, result)
+    return 0
 
 
 # --------------------------------------------------------------------------- environment
@@ -239,41 +338,62 @@ def _median(values: list[float]) -> float | None:
 
 
 def steady_epochs(run: dict) -> list[float]:
-    """Seconds of each of our epochs in one run, the first (warm-up) left out when there are more."""
+    """Seconds of each epoch of one run, the first (warm-up) left out when there are more."""
     epochs = run["epoch_seconds"]
     return epochs[1:] if len(epochs) > 1 else epochs
 
 
-def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float], gflop: float,
-              skipped: dict, fullbatch_one_pass: list[float] | None = None) -> dict:
-    seconds_per_epoch = {lib: (_median([r["seconds"] / epochs for r in runs[lib]]) if runs[lib] else None)
-                         for lib in LIBRARIES}
-    test_accuracy = {lib: (_median([r["test_accuracy"] for r in runs[lib]]) if runs[lib] else None)
-                     for lib in LIBRARIES}
-    ours = seconds_per_epoch["ours"]
+def run_epoch_seconds(run: dict, epochs: int) -> float:
+    """One run's seconds per epoch: the mean of its epochs after the first, or (scikit-learn, a
+    single ``fit``, or a single epoch) its whole budget / epochs."""
+    if "epoch_seconds" in run and len(run["epoch_seconds"]) > 1:
+        return statistics.fmean(steady_epochs(run))
+    return run["seconds"] / epochs
+
+
+def library_figures(runs: dict, epochs: int) -> dict:
+    """Seconds per epoch and accuracy per library, and ours over each other library (medians over
+    rounds), the fastest PyTorch configuration, and the same ratios within each round."""
+    seconds = {lib: _median([run_epoch_seconds(r, epochs) for r in runs[lib]]) for lib in LIBRARIES}
+    accuracy = {lib: _median([r["test_accuracy"] for r in runs[lib]]) for lib in LIBRARIES}
+    ours = seconds["ours"]
 
     def ratio(other: str) -> float | None:
-        return ours / seconds_per_epoch[other] if ours and seconds_per_epoch[other] else None
+        return ours / seconds[other] if ours and seconds[other] else None
 
-    # Medians throughout, as the targets ask: the peak is the median over rounds of each round's
-    # best square product, our epoch the median of our epochs.
+    measured = [lib for lib in TORCH_CONFIGS if seconds[lib]]
+    best = min(measured, key=lambda lib: seconds[lib]) if measured else None
+    gap = abs(accuracy["ours"] - accuracy["pytorch"]) * 100 if accuracy["pytorch"] is not None else None
+    compile_seconds = [r["compile_seconds"] for r in runs["pytorch_compile"] if r.get("compile_seconds") is not None]
+    return {
+        "seconds_per_epoch": seconds, "test_accuracy": accuracy,
+        "ratio_vs_sklearn": ratio("sklearn"), "ratio_vs_sklearn_float32": ratio("sklearn_float32"),
+        "ratio_vs_pytorch": ratio("pytorch"), "ratio_vs_pytorch_fused": ratio("pytorch_fused"),
+        "ratio_vs_pytorch_compile": ratio("pytorch_compile"),
+        "pytorch_best": best, "ratio_vs_pytorch_best": ratio(best) if best else None,
+        # the same ratios within each round (every library timed in the same round, back to back)
+        "ratio_per_round": {other: [run_epoch_seconds(a, epochs) / run_epoch_seconds(b, epochs)
+                                    for a, b in zip(runs["ours"], runs[other])]
+                            for other in LIBRARIES[1:] if runs[other]},
+        "compile_seconds": _median(compile_seconds),
+        "accuracy_gap_vs_pytorch": gap,
+    }
+
+
+def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float], gflop: float,
+              skipped: dict, fullbatch_one_pass: list[float] | None = None, scaling: list[dict] | None = None) -> dict:
+    """Every figure of the report from the rounds (``runs`` per library), the peaks, the full-batch
+    passes and the scaling records; medians throughout, as the targets ask."""
+    # the peak is the median over rounds of each round's best square product, our epoch the median of our epochs
     peak = statistics.median(peaks)
     epoch_seconds = statistics.median([t for run in runs["ours"] for t in steady_epochs(run)])
     per_round = len(fullbatch) // len(peaks)
     full_by_round = [fullbatch[i * per_round:(i + 1) * per_round] for i in range(len(peaks))]
     full_seconds = statistics.median(fullbatch)
     one_pass_seconds = _median(fullbatch_one_pass or [])
-    gap = (abs(test_accuracy["ours"] - test_accuracy["pytorch"]) * 100
-           if test_accuracy["pytorch"] is not None else None)
     summary = {
-        "seconds_per_epoch": seconds_per_epoch,
-        "test_accuracy": test_accuracy,
-        "ratio_vs_sklearn": ratio("sklearn"),
-        "ratio_vs_sklearn_float32": ratio("sklearn_float32"),
-        "ratio_vs_pytorch": ratio("pytorch"),
-        # the same ratios within each round (ours and theirs timed back to back)
-        "ratio_per_round": {other: [a["seconds"] / b["seconds"] for a, b in zip(runs["ours"], runs[other])]
-                            for other in LIBRARIES[1:] if runs[other]},
+        **library_figures(runs, epochs),
+        "ratio_width_1024": width_ratio(scaling or []),
         "peak_fraction_epoch": gflop / epoch_seconds / peak,
         "peak_fraction_fullbatch": gflop / full_seconds / peak,
         # each round's figures against the peak measured in that same round, to show the spread
@@ -281,7 +401,6 @@ def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float
                                           for run, round_peak in zip(runs["ours"], peaks)],
         "peak_fraction_fullbatch_per_round": [gflop / statistics.median(times) / round_peak
                                               for times, round_peak in zip(full_by_round, peaks) if times],
-        "accuracy_gap_vs_pytorch": gap,
         "matmul_peak_gflops": peak,
         "matmul_peaks_per_round": list(peaks),
         "gflop_per_epoch": gflop,
@@ -294,14 +413,21 @@ def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float
         "skipped": skipped,
     }
     summary["targets"] = {
-        key: {"what": what, "threshold": threshold,
-              "value": summary[key], "met": None if summary[key] is None else bool(test(summary[key]))}
-        for key, what, threshold, test in TARGETS}
+        name: {"what": what, "threshold": threshold, "value": summary[key],
+               "met": None if summary[key] is None else bool(test(summary[key]))}
+        for name, key, what, threshold, test in TARGETS}
     return summary
 
 
 def _fmt(value: float | None, pattern: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, pattern)
+
+
+def library_label(lib: str, runs: dict) -> str:
+    """The row's name: PyTorch's names the optimizer its runs actually used (fused may fall back)."""
+    if lib in TORCH_CONFIGS and runs[lib]:
+        return f"PyTorch CPU, {runs[lib][0]['optimizer']}"
+    return LABELS[lib]
 
 
 def library_table(summary: dict, runs: dict, epochs: int) -> str:
@@ -311,16 +437,32 @@ def library_table(summary: dict, runs: dict, epochs: int) -> str:
     rows = []
     for lib in LIBRARIES:
         if lib in summary["skipped"]:
-            rows.append([LABELS[lib], DTYPES[lib], INITS[lib], f"skipped ({summary['skipped'][lib]})", "", "", ""])
+            rows.append([library_label(lib, runs), DTYPES[lib], INITS[lib], f"skipped ({summary['skipped'][lib]})",
+                         "", "", ""])
             continue
-        per_epoch = [r["seconds"] / epochs for r in runs[lib]]
+        per_epoch = [run_epoch_seconds(r, epochs) for r in runs[lib]]
         spe = summary["seconds_per_epoch"][lib]
-        rows.append([LABELS[lib], DTYPES[lib], INITS[lib], f"{spe:.3f}",
+        rows.append([library_label(lib, runs), DTYPES[lib], INITS[lib], f"{spe:.3f}",
                      f"{min(per_epoch):.3f}-{max(per_epoch):.3f}",
                      f"{100 * summary['test_accuracy'][lib]:.2f}",
                      f"{summary['seconds_per_epoch']['ours'] / spe:.2f}"])
     return tabulate(rows, headers=["library", "dtype", "default init", "s/epoch (median)", "s/epoch range",
                                    "test acc % (median)", "ours / this"], tablefmt="github", disable_numparse=True)
+
+
+def headline(summary: dict, runs: dict) -> str:
+    """The sentence under the library table: ours against PyTorch at its best and at its default."""
+    best = summary["pytorch_best"]
+    if best is None:
+        return "PyTorch was not measured (see the table), so there is no PyTorch ratio."
+    text = (f"Ours / the fastest PyTorch configuration ({library_label(best, runs)}): "
+            f"**{summary['ratio_vs_pytorch_best']:.2f}** (`ratio_vs_pytorch_best`)")
+    if summary["ratio_vs_pytorch"] is not None:
+        text += f"; against PyTorch's default Adam: {summary['ratio_vs_pytorch']:.2f} (`ratio_vs_pytorch`)"
+    if summary["compile_seconds"] is not None:
+        text += (f". torch.compile took {summary['compile_seconds']:.1f} s to compile in each process (median; "
+                 f"untimed steps on both batch shapes before its epochs, whose first is also left out)")
+    return text + "."
 
 
 def speed_table(summary: dict, runs: dict) -> str:
@@ -349,11 +491,11 @@ def targets_table(summary: dict) -> str:
     from tabulate import tabulate
 
     target_rows = []
-    for key, target in summary["targets"].items():
+    for target in summary["targets"].values():
         value = target["value"]
         if value is None:
             shown, met = "not measured (library skipped)", "n/a"
-        elif key.startswith("peak_fraction"):
+        elif target["threshold"].endswith("%"):
             shown, met = f"{100 * value:.1f} %", "yes" if target["met"] else "no"
         else:
             shown, met = f"{value:.2f}", "yes" if target["met"] else "no"
@@ -378,21 +520,49 @@ def environment_lines(env: dict) -> list[str]:
     ]
 
 
-def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict) -> str:
-    epochs = settings["epochs"]
+def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict,
+                    scaling: list[dict] | None = None) -> str:
+    """The whole ``benchmark.md`` (before ``conv_speed.py``'s section is added)."""
+    order = ", ".join(lib.replace("_", " ") for lib in LIBRARIES)
     lines = [
         "# Library benchmark: our NumPy core vs scikit-learn and PyTorch",
         "",
-        f"`[784, 128, 64, 10]` ReLU + softmax cross-entropy, Adam (lr {LR:g}, betas {BETA1}/{BETA2}, "
+        *(["**Smoke run (`--quick`): not a measurement.**", ""] if settings.get("quick") else []),
+        f"`{list(SIZES)}` ReLU + softmax cross-entropy, Adam (lr {LR:g}, betas {BETA1}/{BETA2}, "
         f"eps {EPS:g}), batch {BATCH_SIZE}, reshuffled every epoch, no L2 (scikit-learn `alpha=0`), "
-        f"{epochs} epoch(s) on the real 60,000 MNIST training images in [0, 1], test accuracy on the "
-        f"10,000 test images; {settings['repeats']} interleaved round(s) "
-        f"(ours, sklearn, sklearn float32, PyTorch, then again), medians reported. "
-        f"Seconds per epoch = wall time of the whole training budget / epochs (data loading and "
-        f"evaluation excluded). Each library uses its own default weight initialisation.",
+        f"{settings['epochs']} epoch(s) on the real 60,000 MNIST training images in [0, 1], test accuracy on the "
+        f"10,000 test images; {settings['repeats']} interleaved round(s) ({order}, then again), every library and "
+        f"round in its own process, medians reported. Seconds per epoch = the mean of a run's epochs after the "
+        f"first (scikit-learn, one `fit`: the whole budget / epochs); data loading and evaluation excluded. "
+        f"Each library uses its own default weight initialisation.",
         "",
-        library_table(summary, runs, epochs),
+        library_table(summary, runs, settings["epochs"]),
         "",
+        headline(summary, runs),
+        "",
+        *speed_lines(summary, runs),
+        *scaling_lines(scaling or [], summary),
+        "## Targets",
+        "",
+        targets_table(summary),
+        "",
+        "## Environment",
+        "",
+        *environment_lines(environment),
+        f"- wall time of this benchmark: {settings['wall_seconds'] / 60:.1f} min" if settings.get("wall_seconds")
+        else "- wall time of this benchmark: not recorded",
+        "",
+        "The machine may be shared with other processes; rounds are interleaved so that noise hits "
+        "every library alike, but absolute seconds vary from run to run. Per-round figures are in "
+        "`benchmark.json` (`runs`, `scaling`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def speed_lines(summary: dict, runs: dict) -> list[str]:
+    """The section on our epoch and the full-batch pass against the matmul peak (reported, no target)."""
+    return [
         "## Speed against this machine's matrix-multiply peak",
         "",
         f"GFLOP per epoch = 60,000 x 2 x (forward + weight-gradient + input-gradient multiply-adds, "
@@ -400,7 +570,8 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         f"in every round as the faster of the two square products (median of 3 each); the table uses "
         f"the median over rounds, like every other figure here (the best round was "
         f"{max(summary['matmul_peaks_per_round']):.1f}). Our epoch is the median of our individual "
-        f"epochs, each run's first (warm-up) epoch left out. The "
+        f"epochs, each run's first (warm-up) epoch left out; its fraction of the peak is reported, with no "
+        f"target (what keeps it from the peak: `results/epoch_profile.md`). The "
         f"full-batch pass is `common.nn.train.loss_and_gradient`, the one stage 02 trains with: it "
         f"pushes the 60,000 rows through in blocks of {BLOCK_ROWS:,} so that every intermediate "
         f"array stays in the CPU cache; the same gradient in one pass is timed for comparison. "
@@ -415,20 +586,35 @@ def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict
         + "; ".join(f"{other} " + ", ".join(f"{r:.2f}" for r in ratios)
                     for other, ratios in summary["ratio_per_round"].items()) + ".",
         "",
-        "## Targets",
+    ]
+
+
+def scaling_lines(scaling: list[dict], summary: dict) -> list[str]:
+    """The section on how the epoch grows with width and batch size: table, sentences, figure."""
+    if not scaling:
+        return []
+    rounds = max(r["round"] for entry in scaling for r in entry["rounds"])
+    steps = [r["steps"] for entry in scaling for r in entry["rounds"]]
+    return [
+        "## How the cost grows: width and batch size",
         "",
-        targets_table(summary),
+        f"Ours against PyTorch with `Adam(fused=True)` in eager mode (PyTorch's fastest configuration "
+        f"without a compile; torch.compile is left out here because each process, width and batch size would "
+        f"compile again), Adam as above, the real training images in shuffled full batches. Every library, "
+        f"configuration and round ran in its own process, {rounds} interleaved round(s); each process ran a few "
+        f"warm-up steps, then {min(steps):,}-{max(steps):,} timed steps. Seconds per epoch = seconds per step x "
+        f"ceil(60,000 / batch), median over rounds. Ours is split by the clocked step of `profile_epoch.py`: the "
+        f"dense layers (their matrix products, with the bias add and sum), Adam, and the rest (gather, "
+        f"activations, loss, loop); its fraction of the peak uses this run's median peak of "
+        f"{summary['matmul_peak_gflops']:.1f} GFLOP/s.",
         "",
-        "## Environment",
+        scaling_table(scaling),
         "",
-        *environment_lines(environment),
+        *scaling_sentences(scaling),
         "",
-        "The machine may be shared with other processes; rounds are interleaved so that noise hits "
-        "every library alike, but absolute seconds vary from run to run. Per-round figures are in "
-        "`benchmark.json` (`runs`).",
+        f"![Seconds per epoch against width and batch size]({SCALING_FIGURE})",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_results(out: Path, record: dict, markdown: str) -> str:
@@ -455,24 +641,46 @@ def add_run_options(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST.")
+    parser = _Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST, and how "
+                                 "the cost grows with width and batch size.")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per training budget (default 10)")
-    parser.add_argument("--repeats", type=positive_int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--scaling-rounds", type=positive_int, default=3,
+                        help="interleaved rounds of the width / batch-size scaling (default 3)")
+    parser.add_argument("--scaling-seconds", type=positive_float, default=2.0,
+                        help="timed seconds per library, configuration and scaling round (default 2)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out torch.compile (it compiles for tens of seconds in every round)")
     add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 round")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2 epochs, 1 round, no torch.compile, a few scaling steps")
+    add_worker_options(parser, LIBRARIES)
     args = parser.parse_args(argv)
+    if args.worker:
+        if not args.worker_result:
+            parser.error("--worker needs --worker-result")
+        return args
     if args.quick:
-        args.epochs, args.repeats = 1, 1
+        args.epochs, args.repeats, args.scaling_rounds = 2, 1, 1
     writable_folder(Path(args.out))
     return args
 
 
-def run_rounds(args: argparse.Namespace, data: dict, active: list[str], threads: int):
-    """The interleaved rounds: each measures the matmul peak, the full-batch pass, then every library.
+def run_library(args: argparse.Namespace, lib: str, seed: int, threads: int) -> dict:
+    """One training budget of ``lib`` in a fresh process of this script."""
+    arguments = ["--worker", lib, "--worker-threads", str(threads), "--epochs", str(args.epochs), "--seed", str(seed)]
+    if args.data_dir:
+        arguments += ["--data-dir", args.data_dir]
+    return run_worker(__file__, arguments, args.threads, lib)
+
+
+def run_rounds(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarray, active: list[str],
+               threads: int, skipped: dict):
+    """The interleaved rounds: each measures the matmul peak and the full-batch pass here, then every
+    library in its own process. A library whose worker reports ``skipped`` joins ``skipped``.
 
     Returns ``(runs per library, peaks, full-batch seconds in blocks, full-batch seconds in one pass)``.
     """
-    x_train, y_train = data["x_train"], data["y_train"]
     peak_sizes = PEAK_SIZES[:1] if args.quick else PEAK_SIZES
     runs: dict[str, list[dict]] = {lib: [] for lib in LIBRARIES}
     peaks: list[float] = []
@@ -487,51 +695,68 @@ def run_rounds(args: argparse.Namespace, data: dict, active: list[str], threads:
         print(f"round {round_index + 1}: matmul peak {peak['gflops']:.1f} GFLOP/s, full-batch "
               f"fwd+bwd {statistics.median(fullbatch[-3:]):.3f} s in blocks, "
               f"{statistics.median(fullbatch_one_pass[-3:]):.3f} s in one pass", flush=True)
-        for lib in active:
-            result = RUNNERS[lib](data, args.epochs, seed, threads)
-            result["seed"] = seed
-            runs[lib].append(result)
-            print(f"round {round_index + 1}: {lib:16s} {result['seconds'] / args.epochs:7.3f} s/epoch  "
+        for lib in [lib for lib in active if lib not in skipped]:
+            result = run_library(args, lib, seed, threads)
+            if "skipped" in result:
+                skipped[lib] = result["skipped"]
+                print(f"round {round_index + 1}: {lib:16s} skipped: {result['skipped']}", flush=True)
+                continue
+            runs[lib].append({**result, "seed": seed, "round": round_index + 1})
+            print(f"round {round_index + 1}: {lib:16s} {run_epoch_seconds(result, args.epochs):7.3f} s/epoch  "
                   f"test {100 * result['test_accuracy']:.2f} %", flush=True)
-
     return runs, peaks, fullbatch, fullbatch_one_pass
+
+
+def not_run(args: argparse.Namespace) -> dict:
+    """The libraries this run leaves out, with the reason: not installed, or torch.compile not asked for."""
+    skipped = {lib: "not installed" for lib in LIBRARIES if not installed(REQUIRES[lib])}
+    if "pytorch_compile" not in skipped and (args.quick or args.no_compile):
+        skipped["pytorch_compile"] = "not run with --quick" if args.quick else "not run (--no-compile)"
+    return skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.worker:
+        return worker(args)
     ensure_blas_threads(args.threads)  # re-executes with the env set if needed
+    started = time.perf_counter()
     threads = args.threads or blas_threads()
     load_start = load_average()
-    skipped = {lib: "not installed" for lib in LIBRARIES if not installed(REQUIRES[lib])}
+    skipped = not_run(args)
     active = [lib for lib in LIBRARIES if lib not in skipped]
-    for lib in skipped:
-        print(f"{lib}: skipped (not installed)", flush=True)
-    if "pytorch" in active:
-        import torch  # imported once, before timing, with the thread count shared by all
-
-        torch.set_num_threads(threads)
-
-    x_train, y_train, x_test, y_test = load_training_data(args.data_dir)
-    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    if "sklearn" in active:
-        data["x_train64"] = x_train.astype(np.float64)
+    for lib, reason in skipped.items():
+        print(f"{lib}: skipped ({reason})", flush=True)
+    x_train, y_train, _, _ = load_training_data(args.data_dir)
     gflop = network_gflop(SIZES, len(x_train))
 
-    print(f"{args.epochs} epoch(s) x {args.repeats} round(s), {threads} thread(s): {', '.join(active)}", flush=True)
-    runs, peaks, fullbatch, fullbatch_one_pass = run_rounds(args, data, active, threads)
-    summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, fullbatch_one_pass)
+    print(f"{args.epochs} epoch(s) x {args.repeats} round(s), {threads} thread(s), each library in its own "
+          f"process: {', '.join(active)}", flush=True)
+    runs, peaks, fullbatch, fullbatch_one_pass = run_rounds(args, x_train, y_train, active, threads, skipped)
+    records = run_scaling(args.scaling_rounds, args.scaling_seconds, threads, args.threads, args.seed, args.data_dir,
+                          args.quick, [lib for lib in ("ours", "pytorch_fused") if lib not in skipped])
+    scaling = summarize_scaling(records, statistics.median(peaks))
+    summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, fullbatch_one_pass, scaling)
     environment = run_environment(threads, load_start)
+    from conv_speed import worker_environment  # imported here: conv_speed imports this module
+
+    env = worker_environment(args.threads)  # the thread variables the workers ran with
+    environment["thread_env"] = {key: env[key] for key in (*THREAD_VARS, "OPENBLAS_CORETYPE") if key in env}
     settings = {"epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH_SIZE, "sizes": list(SIZES),
-                "lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "seed": args.seed, "quick": args.quick}
-    record = {**summary, "settings": settings, "environment": environment,
+                "lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "seed": args.seed, "quick": args.quick,
+                "scaling_rounds": args.scaling_rounds, "scaling_seconds": args.scaling_seconds,
+                "wall_seconds": time.perf_counter() - started}
+    record = {**summary, "scaling": scaling, "settings": settings, "environment": environment,
               "runs": {lib: runs[lib] for lib in LIBRARIES},
               "fullbatch_seconds_all": fullbatch, "fullbatch_one_pass_seconds_all": fullbatch_one_pass,
               "initialisation": INITS}
     out = Path(args.out)
-    markdown = write_results(out, record, render_markdown(summary, runs, settings, environment))
+    if scaling:
+        plot_scaling(scaling, out / SCALING_FIGURE)
+    markdown = write_results(out, record, render_markdown(summary, runs, settings, environment, scaling))
     print()
     print(markdown)
-    print(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
+    print(f"wrote {out / 'benchmark.md'}, {out / 'benchmark.json'} and {out / SCALING_FIGURE}")
     return 0
 
 

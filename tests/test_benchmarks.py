@@ -3,14 +3,23 @@ targets are derived from the timed runs, and how a missing library is reported. 
 themselves are measured by running the scripts, not here."""
 from __future__ import annotations
 
+import json
+
 import pytest
+from mnist_available import needs_mnist
 
 import compare_libraries as bench
+import mlp_scaling
 
 GFLOP = 27.264
 ENVIRONMENT = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
                "scikit-learn": "1", "threads": 2, "thread_env": {}, "cpu_count": 2, "command": "python x",
                "load_average_1min": [0.1, None]}
+
+
+def torch_run(epochs: list[float], accuracy: float, optimizer: str, **extra) -> dict:
+    return {"seconds": sum(epochs), "epoch_seconds": epochs, "test_accuracy": accuracy, "optimizer": optimizer,
+            **extra}
 
 
 def fake_runs(with_pytorch: bool = True) -> dict:
@@ -20,19 +29,46 @@ def fake_runs(with_pytorch: bool = True) -> dict:
                  {"seconds": 2.5, "test_accuracy": 0.979, "epoch_seconds": [0.9, 0.8, 0.8]}],
         "sklearn": [{"seconds": 10.0, "test_accuracy": 0.977}] * 3,
         "sklearn_float32": [{"seconds": 6.0, "test_accuracy": 0.976}] * 3,
-        "pytorch": [{"seconds": 5.0, "test_accuracy": 0.975}] * 3 if with_pytorch else [],
+        "pytorch": [torch_run([2.0, 1.6, 1.6], 0.975, "Adam (default)")] * 3 if with_pytorch else [],
+        "pytorch_fused": [torch_run([1.5, 1.0, 1.0], 0.975, "Adam(fused=True)")] * 3 if with_pytorch else [],
+        "pytorch_compile": ([torch_run([30.0, 1.2, 1.2], 0.974, "torch.compile + Adam(fused=True)",
+                                       compile_seconds=28.8)] * 3 if with_pytorch else []),
     }
     return runs
 
 
+def fake_scaling(libraries=("ours", "pytorch_fused")) -> list[dict]:
+    """Scaling records as the workers return them: ours twice PyTorch's time per step, every configuration."""
+    records = []
+    for round_index in (1, 2, 3):
+        for config in mlp_scaling.configurations():
+            for library in libraries:
+                per_step = 1e-3 * config["sizes"][1] / 128 * (2.0 if library == "ours" else 1.0) * round_index
+                parts = ({"matmul": 0.5 * per_step * 10, "optimizer": 0.3 * per_step * 10, "rest": 0.2 * per_step * 10}
+                         if library == "ours" else {})
+                records.append({**config, "library": library, "round": round_index, "seed": round_index - 1,
+                                "steps": 10, "seconds": per_step * 10, "seconds_per_step": per_step, "parts": parts,
+                                "train_images": 60000, "threads": 2, "optimizer": library})
+    return records
+
+
 def test_summary_figures_and_targets():
+    scaling = mlp_scaling.summarize_scaling(fake_scaling(), peak_gflops=120.0)
     summary = bench.summarize(fake_runs(), epochs=3, peaks=[100.0, 150.0, 120.0], fullbatch=[0.2, 0.3, 0.25],
-                              gflop=GFLOP, skipped={}, fullbatch_one_pass=[0.5, 0.4, 0.6])
-    # library ratios: median whole-budget seconds / epochs (ours 2.5 / 3, sklearn 10 / 3, ...)
-    assert summary["seconds_per_epoch"]["ours"] == pytest.approx(2.5 / 3)
-    assert summary["ratio_vs_sklearn"] == pytest.approx(0.25)
+                              gflop=GFLOP, skipped={}, fullbatch_one_pass=[0.5, 0.4, 0.6], scaling=scaling)
+    # seconds per epoch: the mean of each run's epochs after the first, median over rounds (1, .4, .8 -> .8);
+    # scikit-learn, one fit: the budget / epochs
+    assert summary["seconds_per_epoch"]["ours"] == pytest.approx(0.8)
+    assert summary["seconds_per_epoch"]["sklearn"] == pytest.approx(10 / 3)
+    assert summary["ratio_vs_sklearn"] == pytest.approx(0.24)
     assert summary["ratio_vs_pytorch"] == pytest.approx(0.5)
-    assert summary["ratio_per_round"]["pytorch"] == pytest.approx([0.6, 0.4, 0.5])
+    # the headline ratio is against the fastest PyTorch configuration (fused, 1.0 s), not the default
+    assert summary["pytorch_best"] == "pytorch_fused"
+    assert summary["ratio_vs_pytorch_best"] == pytest.approx(0.8)
+    assert summary["ratio_vs_pytorch_compile"] == pytest.approx(0.8 / 1.2)
+    assert summary["compile_seconds"] == pytest.approx(28.8)
+    assert summary["ratio_per_round"]["pytorch"] == pytest.approx([1 / 1.6, 0.4 / 1.6, 0.8 / 1.6])
+    assert summary["ratio_width_1024"] == pytest.approx(2.0)
     # the peak fraction: median of the epochs after each run's first (1, 1, .4, .4, .8, .8 -> .8)
     assert summary["epoch_seconds"] == pytest.approx(0.8)
     assert summary["matmul_peak_gflops"] == 120.0  # the median round
@@ -46,10 +82,44 @@ def test_summary_figures_and_targets():
     assert summary["fullbatch_one_pass_seconds"] == pytest.approx(0.5)
     assert summary["accuracy_gap_vs_pytorch"] == pytest.approx(0.4)
     met = {key: target["met"] for key, target in summary["targets"].items()}
-    assert met == {"ratio_vs_sklearn": True, "ratio_vs_pytorch": True, "peak_fraction_epoch": False,
-                   "peak_fraction_fullbatch": True, "accuracy_gap_vs_pytorch": False}
-    markdown = bench.render_markdown(summary, fake_runs(), {"epochs": 3, "repeats": 3}, ENVIRONMENT)
+    assert met == {"ratio_vs_sklearn": True, "ratio_vs_pytorch_best": False, "ratio_width_1024": False,
+                   "ratio_width_1024_stretch": False, "peak_fraction_fullbatch": True, "accuracy_gap_vs_pytorch": False}
+    markdown = bench.render_markdown(summary, fake_runs(), {"epochs": 3, "repeats": 3, "wall_seconds": 90.0},
+                                     ENVIRONMENT, scaling)
     assert "epoch 27.3 %, 45.4 %, 28.4 %" in markdown
+    assert "(PyTorch CPU, Adam(fused=True)): **0.80** (`ratio_vs_pytorch_best`)" in markdown
+    assert "against PyTorch's default Adam: 0.50" in markdown and "28.8 s to compile" in markdown
+    assert "| PyTorch CPU, torch.compile + Adam(fused=True)" in markdown
+    assert "## How the cost grows" in markdown and "](benchmark_scaling.png)" in markdown
+    assert "| width  | [784, 1024, 1024, 10] | 128" in markdown and "50 / 30 / 20" in markdown
+    assert "wall time of this benchmark: 1.5 min" in markdown
+    assert "50 %" not in markdown.split("## Targets")[1]  # the retired epoch target is gone
+
+
+def test_scaling_records_cover_every_width_and_batch_for_both_libraries(tmp_path):
+    scaling = mlp_scaling.summarize_scaling(fake_scaling(), peak_gflops=120.0)
+    for library in mlp_scaling.LIBRARIES:
+        widths = [e["sizes"][1] for e in scaling if e["axis"] == "width" and e["library"] == library]
+        batches = [e["batch_size"] for e in scaling if e["axis"] == "batch" and e["library"] == library]
+        assert widths == [128, 256, 512, 1024, 2048] and batches == [32, 128, 512, 2048]
+    ours = mlp_scaling.find(scaling, "width", "ours", [784, 1024, 1024, 10])
+    # rounds 1, 2, 3 take 1x, 2x, 3x: the median is round 2; an epoch is ceil(60,000 / 128) = 469 steps
+    assert ours["seconds_per_epoch"] == pytest.approx(2 * 469 * 1e-3 * 8 * 2)
+    assert [r["round"] for r in ours["rounds"]] == [1, 2, 3]
+    assert sum(ours["breakdown"].values()) == pytest.approx(ours["seconds_per_epoch"])
+    assert ours["breakdown"]["matmul"] == pytest.approx(0.5 * ours["seconds_per_epoch"])
+    assert ours["peak_fraction"] == pytest.approx(ours["gflop_per_epoch"] / ours["seconds_per_epoch"] / 120.0)
+    assert ours["ratio_vs_pytorch"] == pytest.approx(2.0)
+    assert "ratio_vs_pytorch" not in mlp_scaling.find(scaling, "width", "pytorch_fused", [784, 1024, 1024, 10])
+    json.dumps(scaling)  # what goes into benchmark.json
+    assert mlp_scaling.plot_scaling(scaling, tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_without_pytorch_has_no_ratio():
+    scaling = mlp_scaling.summarize_scaling(fake_scaling(("ours",)), peak_gflops=120.0)
+    assert mlp_scaling.width_ratio(scaling) is None
+    assert "| skipped" in mlp_scaling.scaling_table(scaling)
+    assert any("ours / PyTorch is n/a" in line for line in mlp_scaling.scaling_sentences(scaling))
 
 
 def test_single_epoch_runs_keep_their_only_epoch():
@@ -59,21 +129,83 @@ def test_single_epoch_runs_keep_their_only_epoch():
     summary = bench.summarize(runs, epochs=1, peaks=[100.0], fullbatch=[0.2], gflop=GFLOP, skipped={})
     assert summary["epoch_seconds"] == pytest.approx(1.0)
     assert summary["fullbatch_one_pass_seconds"] is None
+    assert summary["ratio_width_1024"] is None and summary["targets"]["ratio_width_1024"]["met"] is None
 
 
 def test_missing_library_is_reported_as_skipped():
-    skipped = {"pytorch": "not installed"}
+    skipped = {lib: "not installed" for lib in bench.TORCH_CONFIGS}
     runs = fake_runs(with_pytorch=False)
     summary = bench.summarize(runs, epochs=3, peaks=[100.0], fullbatch=[0.2], gflop=GFLOP, skipped=skipped)
-    assert summary["seconds_per_epoch"]["pytorch"] is None
+    assert summary["seconds_per_epoch"]["pytorch"] is None and summary["pytorch_best"] is None
     assert summary["ratio_vs_pytorch"] is None and summary["accuracy_gap_vs_pytorch"] is None
-    assert summary["targets"]["ratio_vs_pytorch"]["met"] is None
+    assert summary["ratio_vs_pytorch_best"] is None and summary["targets"]["ratio_vs_pytorch_best"]["met"] is None
     assert "pytorch" not in summary["ratio_per_round"]
     settings = {"epochs": 3, "repeats": 3}
     markdown = bench.render_markdown(summary, runs, settings, ENVIRONMENT)
     assert "skipped (not installed)" in markdown
     assert "not measured (library skipped)" in markdown
+    assert "no PyTorch ratio" in markdown
     assert "| 50.0" not in markdown  # no invented figure for the missing library
+
+
+def test_compile_is_left_out_of_quick_runs_and_on_request():
+    assert bench.not_run(bench.parse_args(["--quick"]))["pytorch_compile"] == "not run with --quick"
+    assert bench.not_run(bench.parse_args(["--no-compile"]))["pytorch_compile"] == "not run (--no-compile)"
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--scaling-seconds", "-1"], ["--repeats", "x"],
+                                  ["--worker", "ours"], ["--worker", "nobody", "--worker-result", "r.json"]])
+def test_bad_options_give_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_worker_is_one_line(tmp_path):
+    from common.nn.errors import UserError
+
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nprint('Traceback ...', file=sys.stderr)\nprint('error: no such data', file=sys.stderr)\n"
+                      "sys.exit(2)\n")
+    with pytest.raises(UserError, match="^the ours worker failed: no such data$"):
+        mlp_scaling.run_worker(script, [], None, "ours")
+
+
+@needs_mnist
+def test_scaling_worker_protocol(tmp_path):
+    """A worker process of mlp_scaling.py: one configuration, a few steps, its record as JSON."""
+    config = {"axis": "batch", "sizes": [784, 128, 64, 10], "batch_size": 512}
+    done = mlp_scaling.run_worker(mlp_scaling.__file__, ["--worker", "ours", "--configs", json.dumps([config]),
+                                                         "--seconds", "0.01", "--min-steps", "2"], 1, "ours")
+    (result,) = done["results"]
+    assert result["sizes"] == config["sizes"] and result["batch_size"] == 512 and result["steps"] >= 2
+    assert result["threads"] == 1 and result["train_images"] == 60000 and done["process_seconds"] > 0
+    assert set(result["parts"]) == {"matmul", "optimizer", "rest"} and result["parts"]["matmul"] > 0
+
+
+@needs_mnist
+def test_quick_run_writes_table_figure_and_scaling(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    for var in bench.THREAD_VARS:  # already set: --threads 1 then needs no re-execution of this process
+        monkeypatch.setenv(var, "1")
+    assert bench.main(["--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "benchmark.json").read_text())
+    assert record["pytorch_best"] in ("pytorch", "pytorch_fused")
+    assert record["ratio_vs_pytorch_best"] == pytest.approx(
+        record["seconds_per_epoch"]["ours"] / record["seconds_per_epoch"][record["pytorch_best"]])
+    assert record["skipped"]["pytorch_compile"] == "not run with --quick"
+    assert [r["threads"] for lib in ("ours", "pytorch", "pytorch_fused") for r in record["runs"][lib]] == [1, 1, 1]
+    covered = {(e["axis"], e["library"], e["sizes"][1] if e["axis"] == "width" else e["batch_size"])
+               for e in record["scaling"]}
+    assert covered == {(axis, lib, size) for lib in mlp_scaling.LIBRARIES
+                       for axis, sizes in (("width", mlp_scaling.WIDTHS), ("batch", mlp_scaling.BATCHES))
+                       for size in sizes}
+    assert all("breakdown" in e and "peak_fraction" in e for e in record["scaling"] if e["library"] == "ours")
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "Smoke run" in markdown and "](benchmark_scaling.png)" in markdown
+    assert (tmp_path / "benchmark_scaling.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_profiled_epoch_trains_exactly_like_train():
