@@ -151,6 +151,15 @@ class WebDriver:
             self._log.close()
 
 
+def _default_ctrl_c() -> None:
+    """In the child, before Python starts: let SIGINT (Ctrl-C) interrupt, as at a terminal.
+
+    A test run started in the background by a non-interactive shell (``cmd &``) inherits SIGINT
+    ignored, and Python keeps an inherited "ignore": the playground would then never see Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Playground:
     """``python -m common.playground --port 0 ARGS`` run as a user runs it, in a subprocess.
 
@@ -160,7 +169,8 @@ class Playground:
 
     def __init__(self, *args: str, seconds: float = STARTUP_SECONDS) -> None:
         self.process = subprocess.Popen([sys.executable, "-u", "-m", "common.playground", "--port", "0", *args],
-                                        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=_default_ctrl_c)
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.printed: list[str] = []
