@@ -19,7 +19,8 @@ interleaved (ours, sklearn, sklearn float32, PyTorch x 3, then again) for ``--re
 * ``sklearn_float32``: the same on float32 input (a separate row, not the reference);
 * ``pytorch``: an equivalent ``nn.Sequential`` on CPU, float32, ``torch.optim.Adam`` (its CPU
   default implementation), batches gathered by indexing one tensor with a shuffled index tensor;
-* ``pytorch_fused``: the same with ``torch.optim.Adam(fused=True)``;
+* ``pytorch_fused``: the same with ``torch.optim.Adam(fused=True)`` and subnormal numbers flushed to
+  zero (``torch.set_flush_denormal(True)``, as our optimizer flushes its tiny state entries);
 * ``pytorch_compile``: the same with ``torch.compile(model, dynamic=False)`` on top of fused Adam;
   it compiles on four untimed steps (a full and the last, smaller batch, twice), timed apart as
   the compile time; then 20 compiled and 20 eager steps are timed, and if compiled steps are more
@@ -44,6 +45,9 @@ Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 5] [--scali
 """
 from __future__ import annotations
 
+import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
+
+# isort: split
 import argparse
 import importlib.util
 import json
@@ -598,7 +602,7 @@ def scaling_lines(scaling: list[dict], summary: dict) -> list[str]:
     return [
         "## How the cost grows: width and batch size",
         "",
-        f"Ours against PyTorch with `Adam(fused=True)` in eager mode (PyTorch's fastest configuration "
+        f"Ours against PyTorch with `Adam(fused=True)` and subnormals flushed, in eager mode (PyTorch's fastest configuration "
         f"without a compile; torch.compile is left out here because each process, width and batch size would "
         f"compile again), Adam as above, the real training images in shuffled full batches. Every library, "
         f"configuration and round ran in its own process, {rounds} interleaved round(s); each process ran a few "

@@ -1,5 +1,6 @@
 """Tests for common.nn.optimizers: three steps of each rule against the textbook formulas written out
-by hand, per-parameter state, dtype preservation, fused vs unfused parameters, bad options."""
+by hand, per-parameter state, dtype preservation, fused vs unfused parameters, the flush of tiny
+state to zero (no subnormal numbers), bad options."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from common.nn import optimizers
 from common.nn.errors import UserError
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
-from common.nn.optimizers import Adam, GradientDescent, Momentum, RMSprop, make_optimizer
+from common.nn.optimizers import Adam, GradientDescent, Momentum, RMSprop, flush_threshold, flush_tiny, make_optimizer
 
 P0 = np.array([1.0, -2.0, 0.5, 0.0])
 GRADS = [np.array([0.1, -0.3, 2.0, 0.0]),
@@ -243,3 +245,76 @@ def test_lr_can_change_between_steps():
     opt.lr = 0.5
     opt.step([("W", p, g)])
     np.testing.assert_allclose(p, [1.0 - 0.1 - 0.5], rtol=1e-15)
+
+
+def subnormal_count(array: np.ndarray) -> int:
+    size = np.abs(array)
+    return int(np.count_nonzero((size > 0) & (size < np.finfo(array.dtype).tiny)))
+
+
+def test_flush_tiny_zeroes_only_entries_below_the_threshold():
+    threshold = flush_threshold(np.float32)
+    assert 1e-31 < threshold < 1e-30  # 2**24 x 1.18e-38
+    buffer = np.array([1e-30, -1e-30, 1e-31, -1e-32, 1e-40, 0.0, 1.0, -3.5], dtype=np.float32)
+    flush_tiny(buffer, np.empty_like(buffer))
+    np.testing.assert_array_equal(buffer, np.array([1e-30, -1e-30, 0, 0, 0, 0, 1.0, -3.5], dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", [Momentum, RMSprop, Adam])
+def test_state_never_holds_subnormal_numbers(kind):
+    """A weight whose gradient stays zero (a pixel blank in every batch): its state shrinks by a constant
+    factor each step. Without the flush it reaches the subnormal range (slow on every CPU) within a
+    few hundred steps; with it, the state is never subnormal and ends exactly 0."""
+    param = np.full(4, 0.5, dtype=np.float32)
+    grad = np.array([1e-3, 1.0, 0.0, 1e-4], dtype=np.float32)
+    optimizer = kind(lr=1e-3)
+    optimizer.step([("w", param, grad)])
+    grad[:] = 0.0
+    for _ in range(3000):
+        optimizer.step([("w", param, grad)])
+        for key, buffer in optimizer.state["w"].items():
+            if key != "scratch":
+                assert subnormal_count(buffer) == 0, (key, optimizer.t, buffer)
+    for key, buffer in optimizer.state["w"].items():
+        if key not in ("scratch", "v"):  # Adam's v (beta2 = 0.999) is still far above the threshold
+            np.testing.assert_array_equal(buffer, 0.0)
+    assert np.all(np.isfinite(param))
+
+
+def test_without_the_flush_adam_state_does_become_subnormal(monkeypatch):
+    """The other side of the test above: the problem is real, so the flush is needed."""
+    monkeypatch.setattr(optimizers, "FLUSH_EVERY", 10**9)
+    param = np.full(2, 0.5, dtype=np.float32)
+    grad = np.array([1e-3, 1.0], dtype=np.float32)
+    optimizer = Adam(lr=1e-3)
+    optimizer.step([("w", param, grad)])
+    grad[:] = 0.0
+    for _ in range(800):
+        optimizer.step([("w", param, grad)])
+    assert subnormal_count(optimizer.state["w"]["m"]) > 0
+
+
+def test_flush_does_not_change_training(monkeypatch):
+    """Training a small network with and without the flush gives the same weights, bit for bit here:
+    what a flushed entry would still add to a weight is far below the weight's float32 rounding."""
+    rng = np.random.default_rng(3)
+    x_some = rng.random((256, 20), dtype=np.float32)
+    x_blank = x_some.copy()
+    x_blank[:, :5] = 0.0  # inputs that go blank after 50 steps: zero gradients, their state decays
+    y = rng.integers(0, 4, 256)
+    results = []
+    for flush_every in (optimizers.FLUSH_EVERY, 10**9):
+        monkeypatch.setattr(optimizers, "FLUSH_EVERY", flush_every)
+        net = Network.from_sizes([20, 16, 4], np.random.default_rng(0))
+        optimizer = Adam(lr=1e-3)
+        parameters = net.parameters(fused="all")
+        for step in range(900):
+            rows = np.arange(step * 32, step * 32 + 32) % 256
+            x = x_some if step < 50 else x_blank
+            loss, dlogits = softmax_cross_entropy(net.forward(x[rows], training=True), y[rows])
+            net.backward(dlogits)
+            optimizer.step(parameters)
+        results.append((net.flat_params.copy(), optimizer.state[parameters[0][0]]["m"].copy()))
+    (flushed, m_flushed), (kept, m_kept) = results
+    assert subnormal_count(m_kept) > 0 and subnormal_count(m_flushed) == 0  # the flush did act
+    np.testing.assert_array_equal(flushed, kept)
