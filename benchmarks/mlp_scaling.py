@@ -365,6 +365,7 @@ def scaling_sentences(scaling: list[dict]) -> list[str]:
                      f"{100 * split['matmul'] / total:.0f} %, Adam {100 * split['optimizer'] / total:.0f} % and the "
                      f"rest {100 * split['rest'] / total:.0f} %, and the epoch reaches "
                      f"{100 * target['peak_fraction']:.0f} % of the matmul peak.")
+    lines += bound_sentences(scaling)
     ours_b = [e for e in scaling if e["axis"] == "batch" and e["library"] == "ours"]
     if len(ours_b) > 1:
         first, last = ours_b[0], ours_b[-1]
@@ -375,6 +376,25 @@ def scaling_sentences(scaling: list[dict]) -> list[str]:
                      f"{100 * last['breakdown']['optimizer'] / last['seconds_per_epoch']:.0f} % (one pass over "
                      f"the parameters per step, and fewer steps per epoch), and our fraction of the peak goes from "
                      f"{100 * first['peak_fraction']:.0f} % to {100 * last['peak_fraction']:.0f} %.")
+    return lines
+
+
+def bound_sentences(scaling: list[dict]) -> list[str]:
+    """What bounds ours / PyTorch at the suite's network (batch 128) and at width 1,024: the same
+    ratio if Adam cost us nothing, and if the matrix products were all we did."""
+    lines = []
+    for axis, sizes, name in (("batch", SIZES, f"the suite's {list(SIZES)}"),
+                              ("width", [SIZES[0], TARGET_WIDTH, TARGET_WIDTH, SIZES[-1]], f"width {TARGET_WIDTH:,}")):
+        ours = find(scaling, axis, "ours", sizes, WIDTH_BATCH)
+        theirs = find(scaling, axis, "pytorch_fused", sizes, WIDTH_BATCH)
+        if ours is None or theirs is None:
+            continue
+        split, pytorch = ours["breakdown"], theirs["seconds_per_epoch"]
+        lines.append(f"- What bounds the ratio at {name} (batch {WIDTH_BATCH}): without Adam our epoch would still be "
+                     f"{(ours['seconds_per_epoch'] - split['optimizer']) / pytorch:.2f}x PyTorch's whole epoch; "
+                     f"our matrix products alone take {split['matmul']:.2f} s "
+                     f"({ours['gflop_per_epoch'] / split['matmul']:.0f} GFLOP/s in NumPy's BLAS), "
+                     f"{split['matmul'] / pytorch:.2f}x PyTorch's whole epoch of {pytorch:.2f} s.")
     return lines
 
 
