@@ -203,9 +203,10 @@ def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int
         table,
         "",
     ]
-    for kind, what in (("Conv2D", "patch-matrix (im2col) copy, the products, bias; backward: dW, db and the "
-                                  "k*k slice-adds of dX"),
-                       ("MaxPool2D", "element-wise maxima; backward: one mask per window element"),
+    for kind, what in (("Conv2D", "patch-matrix (im2col) copy and the product, bias included; backward: dW and db "
+                                  "in one product, the k*k slice-adds of dX"),
+                       ("MaxPool2D", "element-wise maxima, recording each window's winner; backward: one mask per "
+                                     "window element"),
                        ("ReLU", "element-wise"),
                        ("Dense", "matrix products, bias")):
         forward, backward, fraction = share(kind)

@@ -122,6 +122,18 @@ def test_conv_writes_grads_in_place_and_follows_the_latest_batch():
     np.testing.assert_allclose(buffer.reshape(fresh.grads["W"].shape), fresh.grads["W"], rtol=1e-12)
 
 
+def test_conv_forward_is_right_again_after_other_shapes_and_modes():
+    """The patch memory (with its column of ones for the bias) is reused and remade: every call is
+    right, whatever came before it (another batch size, an inference call, both layouts)."""
+    rng = np.random.default_rng(8)
+    for k, c_in, size in ((3, 1, 9), (3, 4, 6)):  # a short window row (offset-first) and a long one
+        layer = make_conv(rng, k, c_in, 3, "valid")
+        for batch, training in ((2, True), (2, True), (3, False), (3, True), (2, False), (2, True)):
+            x = rng.standard_normal((batch, size, size, c_in))
+            expected = naive_conv(x, layer.params["W"], layer.params["b"], 0)
+            np.testing.assert_allclose(layer.forward(x, training=training), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv_backward_after_an_inference_forward_is_refused():
     """forward(training=False) keeps no patches, so a following backward raises instead of using stale ones."""
     rng = np.random.default_rng(4)
@@ -177,6 +189,35 @@ def test_maxpool_forward_and_tie_rule():
         expected[0, h, w, 1] = dout[0, r, c, 1]
     np.testing.assert_array_equal(dx, expected)
     assert np.count_nonzero(dx) == dout.size  # exactly one element per window
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_tie_rule_on_every_window_of_three_values(dtype):
+    """All 81 windows with elements from {0, 1, 2}: the gradient goes to the first maximum in
+    row-major order, and the maximum is right, in training (the tournament) and in inference."""
+    import itertools
+
+    windows = np.array(list(itertools.product(range(3), repeat=4)), dtype=dtype)  # (81, 4) row-major
+    x = windows.reshape(81, 2, 2).transpose(1, 0, 2).reshape(1, 2, 162, 1)  # window s: columns 2s, 2s+1
+    layer = MaxPool2D()
+    out = layer.forward(x, training=True)
+    np.testing.assert_array_equal(out[0, 0, :, 0], windows.max(axis=1))
+    np.testing.assert_array_equal(layer.forward(x, training=False), out)
+    layer.forward(x, training=True)
+    dout = np.arange(1, 82, dtype=dtype).reshape(1, 1, 81, 1)
+    dx = layer.backward(dout)
+    routed = dx.reshape(2, 81, 2).transpose(1, 0, 2).reshape(81, 4)  # back to (window, row-major element)
+    expected = np.zeros((81, 4), dtype=dtype)
+    expected[np.arange(81), windows.argmax(axis=1)] = dout.ravel()  # argmax: the first maximum
+    np.testing.assert_array_equal(routed, expected)
+
+
+def test_maxpool_backward_after_an_inference_forward_is_refused():
+    """Inference records no winners, so backward without a training forward raises."""
+    layer = MaxPool2D()
+    layer.forward(np.zeros((1, 4, 4, 1)), training=False)
+    with pytest.raises(RuntimeError):
+        layer.backward(np.ones((1, 2, 2, 1)))
 
 
 def test_maxpool_gradients_match_finite_differences():
