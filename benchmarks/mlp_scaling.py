@@ -100,7 +100,8 @@ def torch_adam(model, fused: bool):
     from conv_speed import torch_optimizer  # imported here: conv_speed imports compare_libraries, which imports this
 
     torch.set_flush_denormal(True)
-    return torch_optimizer(model, types.SimpleNamespace(lr=LR, weight_decay=0.0))
+    optimizer, described = torch_optimizer(model, types.SimpleNamespace(lr=LR, weight_decay=0.0))
+    return optimizer, f"{described}, subnormals flushed"
 
 
 def torch_step_function(model, optimizer, x, y) -> Callable:
