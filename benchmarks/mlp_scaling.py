@@ -380,23 +380,33 @@ def scaling_sentences(scaling: list[dict]) -> list[str]:
     return lines
 
 
-def bound_sentences(scaling: list[dict]) -> list[str]:
-    """What bounds ours / PyTorch at the suite's network (batch 128) and at width 1,024: the same
-    ratio if Adam cost us nothing, and if the matrix products were all we did."""
-    lines = []
-    for axis, sizes, name in (("batch", SIZES, f"the suite's {list(SIZES)}"),
-                              ("width", [SIZES[0], TARGET_WIDTH, TARGET_WIDTH, SIZES[-1]], f"width {TARGET_WIDTH:,}")):
+def bounds(scaling: list[dict]) -> dict[str, dict]:
+    """What bounds ours / PyTorch, at the suite's network (key ``"suite"``) and at width 1,024
+    (``"width"``), batch 128: ``without_adam``, the ratio if Adam cost us nothing, and
+    ``matmul_only``, if the matrix products were all we did (each against PyTorch's whole epoch);
+    with ``matmul_seconds``, ``matmul_gflops`` and ``pytorch_seconds``. Missing records: left out."""
+    found = {}
+    for key, axis, sizes in (("suite", "batch", list(SIZES)),
+                             ("width", "width", [SIZES[0], TARGET_WIDTH, TARGET_WIDTH, SIZES[-1]])):
         ours = find(scaling, axis, "ours", sizes, WIDTH_BATCH)
         theirs = find(scaling, axis, "pytorch_fused", sizes, WIDTH_BATCH)
         if ours is None or theirs is None:
             continue
         split, pytorch = ours["breakdown"], theirs["seconds_per_epoch"]
-        lines.append(f"- What bounds the ratio at {name} (batch {WIDTH_BATCH}): without Adam our epoch would still be "
-                     f"{(ours['seconds_per_epoch'] - split['optimizer']) / pytorch:.2f}x PyTorch's whole epoch; "
-                     f"our matrix products alone take {split['matmul']:.2f} s "
-                     f"({ours['gflop_per_epoch'] / split['matmul']:.0f} GFLOP/s in NumPy's BLAS), "
-                     f"{split['matmul'] / pytorch:.2f}x PyTorch's whole epoch of {pytorch:.2f} s.")
-    return lines
+        found[key] = {"without_adam": (ours["seconds_per_epoch"] - split["optimizer"]) / pytorch,
+                      "matmul_only": split["matmul"] / pytorch, "matmul_seconds": split["matmul"],
+                      "matmul_gflops": ours["gflop_per_epoch"] / split["matmul"], "pytorch_seconds": pytorch}
+    return found
+
+
+def bound_sentences(scaling: list[dict]) -> list[str]:
+    """:func:`bounds` in words."""
+    names = {"suite": f"the suite's {list(SIZES)}", "width": f"width {TARGET_WIDTH:,}"}
+    return [f"- What bounds the ratio at {names[key]} (batch {WIDTH_BATCH}): without Adam our epoch would still be "
+            f"{bound['without_adam']:.2f}x PyTorch's whole epoch; our matrix products alone take "
+            f"{bound['matmul_seconds']:.2f} s ({bound['matmul_gflops']:.0f} GFLOP/s in NumPy's BLAS), "
+            f"{bound['matmul_only']:.2f}x PyTorch's whole epoch of {bound['pytorch_seconds']:.2f} s."
+            for key, bound in bounds(scaling).items()]
 
 
 def plot_scaling(scaling: list[dict], path: str | Path) -> Path:

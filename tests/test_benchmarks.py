@@ -231,3 +231,22 @@ def test_profiled_epoch_trains_exactly_like_train():
     assert set(parts) >= {"gather", "loss", "optimizer", "forward 0 Dense", "backward 0 Dense"}
     assert all(seconds > 0 for seconds in parts.values())
     assert profile_epoch.matmul_only_epoch(profiled, x, y, np.random.default_rng(3)) > 0
+
+
+def test_readme_speed_summary_matches_the_committed_benchmark():
+    """The README's two-sentence speed summary quotes results/benchmark.json, to the digit shown."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = " ".join(readme.split("## Speed", 1)[1].split("\n## ", 1)[0].split())
+    summary = section.split("The core works", 1)[0]
+    bench = json.loads((repo / "results" / "benchmark.json").read_text(encoding="utf-8"))
+    bound = mlp_scaling.bounds(bench["scaling"])
+    for quoted in (f"**{bench['ratio_vs_pytorch_best']:.2f}x** PyTorch's time for the suite's",
+                   f"**{bench['ratio_width_1024']:.2f}x** at width 1,024",
+                   f"**{bench['conv_ratio_vs_pytorch']:.2f}x** for stage 06's",
+                   f"would take {bound['suite']['without_adam']:.2f}x PyTorch's",
+                   f"alone take {bound['width']['matmul_only']:.2f}x PyTorch's whole epoch"):
+        assert quoted in summary, quoted
+    assert bench["pytorch_best"] == "pytorch_fused"  # "fused Adam" in the summary
