@@ -13,6 +13,7 @@ from common.nn.errors import UserError
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
 from common.nn.optimizers import Adam, GradientDescent, Momentum, RMSprop, flush_threshold, flush_tiny, make_optimizer
+from common.nn.train import loss_and_gradient
 
 P0 = np.array([1.0, -2.0, 0.5, 0.0])
 GRADS = [np.array([0.1, -0.3, 2.0, 0.0]),
@@ -311,8 +312,7 @@ def test_flush_does_not_change_training(monkeypatch):
         for step in range(900):
             rows = np.arange(step * 32, step * 32 + 32) % 256
             x = x_some if step < 50 else x_blank
-            loss, dlogits = softmax_cross_entropy(net.forward(x[rows], training=True), y[rows])
-            net.backward(dlogits)
+            loss_and_gradient(net, x[rows], y[rows])
             optimizer.step(parameters)
         results.append((net.flat_params.copy(), optimizer.state[parameters[0][0]]["m"].copy()))
     (flushed, m_flushed), (kept, m_kept) = results
