@@ -32,28 +32,24 @@ Seconds per epoch: the mean of each run's epochs after the first (scikit-learn, 
 one ``fit``: the whole budget / epochs), median over rounds; ``ratio_vs_pytorch_best`` is ours over
 the fastest PyTorch configuration. Our epoch's fraction of the matmul peak uses the median of our
 individual epochs after the first; it is reported, with no target. Each round also measures, in
-this process, the matmul peak and the full-batch forward + backward, in blocks (the pass stage 02
-trains with) and in one 60,000-row pass (``core_speed.py``). Then ``mlp_scaling.py`` measures
+this process, the matmul peak and the full-batch forward + backward over all 60,000 rows in one
+pass, the pass stage 02 trains with (``core_speed.py``). Then ``mlp_scaling.py`` measures
 seconds per epoch against width and batch size (ours vs PyTorch fused, own processes, interleaved).
 Threads: the same count for all (BLAS variables + ``torch.set_num_threads``).
 
 Writes ``results/benchmark.md``, ``results/benchmark.json`` and ``results/benchmark_scaling.png``
 (atomically), keeping the section ``conv_speed.py`` merged into them (its ``conv`` record, from
-which the section is rendered again).
+which the section is rendered again). A ``--quick`` run, or one without a library that the
+committed ``results/benchmark.json`` measured (not installed here), writes them to ``results/quick/``
+instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 
 Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 5] [--scaling-rounds 3] [--threads N] [--quick]
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
-import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -62,24 +58,33 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common import blas
 from common.cli import positive_float, positive_int, run_cli, writable_folder
 from common.files import atomic_write_json, atomic_write_text
-from common.nn.train import BLOCK_ROWS
-from common.paths import REPO_ROOT
+from common.paths import RESULTS_DIR
 
-from core_speed import (
-    BATCH_SIZE,
-    PEAK_SIZES,
-    SIZES,
-    THREAD_VARS,
-    _Parser,
+from conv_speed import render_section
+from core_speed import BATCH_SIZE, PEAK_SIZES, SIZES, fullbatch_times, matmul_peak, network_gflop
+from harness import (
+    JSON_NAME,
+    MARKDOWN_NAME,
+    Parser,
+    add_run_options,
+    add_worker_options,
+    announce_output,
     blas_threads,
+    carry_over_conv,
+    committed_libraries,
     ensure_blas_threads,
-    fullbatch_times,
+    environment_lines,
+    installed,
+    load_average,
     load_training_data,
-    matmul_peak,
-    network_gflop,
+    median_or_none,
+    output_folder,
     per_epoch_seconds,
+    run_environment,
+    run_worker,
 )
 from mlp_scaling import (
     BETA1,
@@ -87,10 +92,8 @@ from mlp_scaling import (
     EPS,
     LR,
     TARGET_WIDTH,
-    add_worker_options,
     plot_scaling,
     run_scaling,
-    run_worker,
     scaling_sentences,
     scaling_table,
     summarize_scaling,
@@ -273,6 +276,7 @@ RUNNERS: dict[str, Callable[[dict, int, int, int], dict]] = {
 
 def worker(args: argparse.Namespace) -> int:
     """The ``--worker`` process: one library's training budget; its record goes to ``--worker-result``."""
+    blas.configure()
     x_train, y_train, x_test, y_test = load_training_data(args.data_dir)
     data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     if args.worker == "sklearn":
@@ -283,63 +287,7 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- environment
-
-def installed(module: str | None) -> bool:
-    return module is None or importlib.util.find_spec(module) is not None
-
-
-def library_versions() -> dict:
-    versions = {}
-    for name, module in (("torch", "torch"), ("scikit-learn", "sklearn")):
-        if installed(module):
-            versions[name] = __import__(module).__version__
-        else:
-            versions[name] = "not installed"
-    return versions
-
-
-def short_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else "none (no commit yet)"
-
-
-def command_line(argv: Sequence[str] | None = None, script: str | Path | None = None) -> str:
-    """The command that ran, e.g. ``python benchmarks/compare_libraries.py --quick`` (``argv`` and
-    ``script`` default to this process's own)."""
-    import shlex
-
-    script = Path(sys.argv[0] if script is None else script)
-    try:
-        script = script.resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        pass
-    return shlex.join(["python", str(script), *(sys.argv[1:] if argv is None else argv)])
-
-
-def load_average() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def run_environment(threads: int, load_start: float | None, argv: Sequence[str] | None = None,
-                    script: str | Path | None = None) -> dict:
-    """The ``environment`` record of a benchmark run (what :func:`environment_lines` prints): machine,
-    versions, commit, threads, command, and the 1-minute load average at the start and now."""
-    from common.environment import describe_environment
-
-    return {**describe_environment(), **library_versions(), "commit": short_commit(), "threads": threads,
-            "command": command_line(argv, script), "load_average_1min": [load_start, load_average()]}
-
-
 # --------------------------------------------------------------------------- report
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
 
 def steady_epochs(run: dict) -> list[float]:
     """Seconds of each epoch of one run, the first (warm-up) left out when there are more."""
@@ -358,8 +306,8 @@ def run_epoch_seconds(run: dict, epochs: int) -> float:
 def library_figures(runs: dict, epochs: int) -> dict:
     """Seconds per epoch and accuracy per library, and ours over each other library (medians over
     rounds), the fastest PyTorch configuration, and the same ratios within each round."""
-    seconds = {lib: _median([run_epoch_seconds(r, epochs) for r in runs[lib]]) for lib in LIBRARIES}
-    accuracy = {lib: _median([r["test_accuracy"] for r in runs[lib]]) for lib in LIBRARIES}
+    seconds = {lib: median_or_none([run_epoch_seconds(r, epochs) for r in runs[lib]]) for lib in LIBRARIES}
+    accuracy = {lib: median_or_none([r["test_accuracy"] for r in runs[lib]]) for lib in LIBRARIES}
     ours = seconds["ours"]
 
     def ratio(other: str) -> float | None:
@@ -379,22 +327,22 @@ def library_figures(runs: dict, epochs: int) -> dict:
         "ratio_per_round": {other: [run_epoch_seconds(a, epochs) / run_epoch_seconds(b, epochs)
                                     for a, b in zip(runs["ours"], runs[other])]
                             for other in LIBRARIES[1:] if runs[other]},
-        "compile_seconds": _median(compile_seconds),
+        "compile_seconds": median_or_none(compile_seconds),
         "accuracy_gap_vs_pytorch": gap,
     }
 
 
 def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float], gflop: float,
-              skipped: dict, fullbatch_one_pass: list[float] | None = None, scaling: list[dict] | None = None) -> dict:
+              skipped: dict, scaling: list[dict] | None = None) -> dict:
     """Every figure of the report from the rounds (``runs`` per library), the peaks, the full-batch
-    passes and the scaling records; medians throughout, as the targets ask."""
+    passes (``fullbatch``: seconds, the same number from every round) and the scaling records; medians
+    throughout, as the targets ask."""
     # the peak is the median over rounds of each round's best square product, our epoch the median of our epochs
     peak = statistics.median(peaks)
     epoch_seconds = statistics.median([t for run in runs["ours"] for t in steady_epochs(run)])
     per_round = len(fullbatch) // len(peaks)
     full_by_round = [fullbatch[i * per_round:(i + 1) * per_round] for i in range(len(peaks))]
     full_seconds = statistics.median(fullbatch)
-    one_pass_seconds = _median(fullbatch_one_pass or [])
     summary = {
         **library_figures(runs, epochs),
         "ratio_width_1024": width_ratio(scaling or []),
@@ -412,8 +360,6 @@ def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float
         "epoch_gflops": gflop / epoch_seconds,
         "fullbatch_seconds": full_seconds,
         "fullbatch_gflops": gflop / full_seconds,
-        "fullbatch_one_pass_seconds": one_pass_seconds,
-        "fullbatch_one_pass_gflops": gflop / one_pass_seconds if one_pass_seconds else None,
         "skipped": skipped,
     }
     summary["targets"] = {
@@ -421,10 +367,6 @@ def summarize(runs: dict, epochs: int, peaks: list[float], fullbatch: list[float
                "met": None if summary[key] is None else bool(test(summary[key]))}
         for name, key, what, threshold, test in TARGETS}
     return summary
-
-
-def _fmt(value: float | None, pattern: str, missing: str = "n/a") -> str:
-    return missing if value is None else format(value, pattern)
 
 
 def library_label(lib: str, runs: dict) -> str:
@@ -479,14 +421,10 @@ def speed_table(summary: dict, runs: dict) -> str:
         ["float32 matmul peak (2048^3 / 4096^3, median over rounds)", "", f"{peak:.1f}", "100 %"],
         [f"ours: Adam batch-{BATCH_SIZE} epoch (median of {steady} epoch(s))", f"{summary['epoch_seconds']:.3f}",
          f"{summary['epoch_gflops']:.1f}", f"{100 * summary['peak_fraction_epoch']:.1f} %"],
-        ["ours: full-batch forward+backward, 60,000 images in blocks (median)", f"{summary['fullbatch_seconds']:.3f}",
-         f"{summary['fullbatch_gflops']:.1f}", f"{100 * summary['peak_fraction_fullbatch']:.1f} %"],
+        ["ours: full-batch forward+backward, 60,000 images in one pass (median)",
+         f"{summary['fullbatch_seconds']:.3f}", f"{summary['fullbatch_gflops']:.1f}",
+         f"{100 * summary['peak_fraction_fullbatch']:.1f} %"],
     ]
-    if summary.get("fullbatch_one_pass_seconds"):
-        one_pass = summary["fullbatch_one_pass_seconds"]
-        speed_rows.append(["same gradient in one 60,000-row pass, for comparison (median)", f"{one_pass:.3f}",
-                           f"{summary['fullbatch_one_pass_gflops']:.1f}",
-                           f"{100 * summary['fullbatch_one_pass_gflops'] / peak:.1f} %"])
     return tabulate(speed_rows, headers=["what", "seconds", "GFLOP/s", "of peak"], tablefmt="github",
                     disable_numparse=True)
 
@@ -506,22 +444,6 @@ def targets_table(summary: dict) -> str:
         target_rows.append([target["what"], target["threshold"], shown, met])
     return tabulate(target_rows, headers=["target", "threshold", "measured", "met"], tablefmt="github",
                     disable_numparse=True)
-
-
-def environment_lines(env: dict) -> list[str]:
-    thread_env = ", ".join(f"{k}={v}" for k, v in env["thread_env"].items()) or "no thread variables set"
-    return [
-        f"- date: {env['date']}",
-        f"- commit: {env['commit']}",
-        f"- Python {env['python']}, NumPy {env['numpy']} ({env['blas']})",
-        f"- torch {env['torch']}, scikit-learn {env['scikit-learn']}",
-        f"- threads: {env['threads']} for every library (env: {thread_env}; "
-        f"`torch.set_num_threads({env['threads']})`); CPUs: {env['cpu_count']}",
-        f"- command: `{env['command']}`",
-        f"- 1-minute load average at start / end: {_fmt(env['load_average_1min'][0], '.1f')} / "
-        f"{_fmt(env['load_average_1min'][1], '.1f')} (above the CPU count means other processes "
-        f"competed for the cores: expect slower, noisier figures, worst with several threads)",
-    ]
 
 
 def render_markdown(summary: dict, runs: dict, settings: dict, environment: dict,
@@ -576,10 +498,9 @@ def speed_lines(summary: dict, runs: dict) -> list[str]:
         f"{max(summary['matmul_peaks_per_round']):.1f}). Our epoch is the median of our individual "
         f"epochs, each run's first (warm-up) epoch left out; its fraction of the peak is reported, with no "
         f"target (what keeps it from the peak: `results/epoch_profile.md`). The "
-        f"full-batch pass is `common.nn.train.loss_and_gradient`, the one stage 02 trains with: it "
-        f"pushes the 60,000 rows through in blocks of {BLOCK_ROWS:,} so that every intermediate "
-        f"array stays in the CPU cache; the same gradient in one pass is timed for comparison. "
-        f"Full-batch figures are medians over all rounds.",
+        f"full-batch pass is `common.nn.train.loss_and_gradient`, the one stage 02 trains with: one "
+        f"forward and backward pass over all 60,000 rows, no optimizer step. Full-batch figures are "
+        f"medians over all rounds.",
         "",
         speed_table(summary, runs),
         "",
@@ -625,28 +546,17 @@ def write_results(out: Path, record: dict, markdown: str) -> str:
     """Write ``benchmark.json`` and ``benchmark.md`` whole (atomically), carrying over what
     ``conv_speed.py`` merged into the previous ones: its ``conv`` record and its section, rendered
     again from that record. Returns the markdown written."""
-    from conv_speed import carry_over_conv  # imported here: conv_speed imports this module
-
-    record, markdown = carry_over_conv(out, record, markdown)
-    atomic_write_text(out / "benchmark.json", json.dumps(record, indent=2) + "\n")
-    atomic_write_text(out / "benchmark.md", markdown)
+    record, markdown = carry_over_conv(out, record, markdown, render_section)
+    atomic_write_text(out / JSON_NAME, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / MARKDOWN_NAME, markdown)
     return markdown
 
 
 # --------------------------------------------------------------------------- command line
 
-def add_run_options(parser: argparse.ArgumentParser, out_help: str) -> None:
-    """--threads, --out, --data-dir and --seed, the options every library benchmark shares."""
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="threads for every library (default: the BLAS's current count)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results"), help=out_help)
-    parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; round r uses seed + r (default 0)")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST, and how "
-                                 "the cost grows with width and batch size.")
+    parser = Parser(description="Compare our NumPy core with scikit-learn and PyTorch on MNIST, and how "
+                                "the cost grows with width and batch size.")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per training budget (default 10)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--scaling-rounds", type=positive_int, default=3,
@@ -655,9 +565,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="timed seconds per library, configuration and scaling round (default 2)")
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out torch.compile (it compiles for tens of seconds in every round)")
-    add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/)")
+    add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/; results/quick/ "
+                            "for --quick or without a library the committed results include)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 epochs, 1 round, no torch.compile, a few scaling steps")
+                        help="smoke run: 2 epochs, 1 round, no torch.compile, a few scaling steps; "
+                             "writes to results/quick/")
     add_worker_options(parser, LIBRARIES)
     args = parser.parse_args(argv)
     if args.worker:
@@ -666,7 +578,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         return args
     if args.quick:
         args.epochs, args.repeats, args.scaling_rounds = 2, 1, 1
-    writable_folder(Path(args.out))
     return args
 
 
@@ -679,26 +590,23 @@ def run_library(args: argparse.Namespace, lib: str, seed: int, threads: int) -> 
 
 
 def run_rounds(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarray, active: list[str],
-               threads: int, skipped: dict):
+               threads: int, skipped: dict) -> tuple[dict[str, list[dict]], list[float], list[float]]:
     """The interleaved rounds: each measures the matmul peak and the full-batch pass here, then every
     library in its own process. A library whose worker reports ``skipped`` joins ``skipped``.
 
-    Returns ``(runs per library, peaks, full-batch seconds in blocks, full-batch seconds in one pass)``.
+    Returns ``(runs per library, peak GFLOP/s per round, full-batch seconds: 3 per round)``.
     """
     peak_sizes = PEAK_SIZES[:1] if args.quick else PEAK_SIZES
     runs: dict[str, list[dict]] = {lib: [] for lib in LIBRARIES}
     peaks: list[float] = []
     fullbatch: list[float] = []
-    fullbatch_one_pass: list[float] = []
     for round_index in range(args.repeats):
         seed = args.seed + round_index
         peak = matmul_peak(peak_sizes, repeats=3)
         peaks.append(peak["gflops"])
         fullbatch.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed))
-        fullbatch_one_pass.extend(fullbatch_times(x_train, y_train, repeats=3, seed=seed, block_rows=len(x_train)))
         print(f"round {round_index + 1}: matmul peak {peak['gflops']:.1f} GFLOP/s, full-batch "
-              f"fwd+bwd {statistics.median(fullbatch[-3:]):.3f} s in blocks, "
-              f"{statistics.median(fullbatch_one_pass[-3:]):.3f} s in one pass", flush=True)
+              f"fwd+bwd {statistics.median(fullbatch[-3:]):.3f} s", flush=True)
         for lib in [lib for lib in active if lib not in skipped]:
             result = run_library(args, lib, seed, threads)
             if "skipped" in result:
@@ -708,7 +616,7 @@ def run_rounds(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarra
             runs[lib].append({**result, "seed": seed, "round": round_index + 1})
             print(f"round {round_index + 1}: {lib:16s} {run_epoch_seconds(result, args.epochs):7.3f} s/epoch  "
                   f"test {100 * result['test_accuracy']:.2f} %", flush=True)
-    return runs, peaks, fullbatch, fullbatch_one_pass
+    return runs, peaks, fullbatch
 
 
 def not_run(args: argparse.Namespace) -> dict:
@@ -719,15 +627,27 @@ def not_run(args: argparse.Namespace) -> dict:
     return skipped
 
 
+def results_folder(args: argparse.Namespace, skipped: dict) -> Path:
+    """Where this run writes (:func:`harness.output_folder`): ``results/quick/`` for a ``--quick`` run or
+    one without a library the committed ``results/benchmark.json`` measured; checked and announced."""
+    missing = [lib for lib, reason in skipped.items() if reason == "not installed"]
+    out, why = output_folder(args.out, args.quick, missing, committed_libraries(RESULTS_DIR / JSON_NAME))
+    writable_folder(out)
+    announce_output(out, why)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
     ensure_blas_threads(args.threads)  # re-executes with the env set if needed
+    blas.configure()
     started = time.perf_counter()
     threads = args.threads or blas_threads()
     load_start = load_average()
     skipped = not_run(args)
+    out = results_folder(args, skipped)
     active = [lib for lib in LIBRARIES if lib not in skipped]
     for lib, reason in skipped.items():
         print(f"{lib}: skipped ({reason})", flush=True)
@@ -736,31 +656,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"{args.epochs} epoch(s) x {args.repeats} round(s), {threads} thread(s), each library in its own "
           f"process: {', '.join(active)}", flush=True)
-    runs, peaks, fullbatch, fullbatch_one_pass = run_rounds(args, x_train, y_train, active, threads, skipped)
+    runs, peaks, fullbatch = run_rounds(args, x_train, y_train, active, threads, skipped)
     records = run_scaling(args.scaling_rounds, args.scaling_seconds, threads, args.threads, args.seed, args.data_dir,
                           args.quick, [lib for lib in ("ours", "pytorch_fused") if lib not in skipped])
     scaling = summarize_scaling(records, statistics.median(peaks))
-    summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, fullbatch_one_pass, scaling)
-    environment = run_environment(threads, load_start)
-    from conv_speed import worker_environment  # imported here: conv_speed imports this module
-
-    env = worker_environment(args.threads)  # the thread variables the workers ran with
-    environment["thread_env"] = {key: env[key] for key in (*THREAD_VARS, "OPENBLAS_CORETYPE") if key in env}
+    summary = summarize(runs, args.epochs, peaks, fullbatch, gflop, skipped, scaling)
+    environment = run_environment(threads, load_start, env_threads=args.threads)
     settings = {"epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH_SIZE, "sizes": list(SIZES),
                 "lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "seed": args.seed, "quick": args.quick,
                 "scaling_rounds": args.scaling_rounds, "scaling_seconds": args.scaling_seconds,
                 "wall_seconds": time.perf_counter() - started}
     record = {**summary, "scaling": scaling, "settings": settings, "environment": environment,
-              "runs": {lib: runs[lib] for lib in LIBRARIES},
-              "fullbatch_seconds_all": fullbatch, "fullbatch_one_pass_seconds_all": fullbatch_one_pass,
+              "runs": {lib: runs[lib] for lib in LIBRARIES}, "fullbatch_seconds_all": fullbatch,
               "initialisation": INITS}
-    out = Path(args.out)
     if scaling:
         plot_scaling(scaling, out / SCALING_FIGURE)
     markdown = write_results(out, record, render_markdown(summary, runs, settings, environment, scaling))
     print()
     print(markdown)
-    print(f"wrote {out / 'benchmark.md'}, {out / 'benchmark.json'} and {out / SCALING_FIGURE}")
+    print(f"wrote {out / MARKDOWN_NAME}, {out / JSON_NAME} and {out / SCALING_FIGURE}")
     return 0
 
 

@@ -31,37 +31,54 @@ Writes its section into ``results/benchmark.json`` (key ``conv`` and the top-lev
 ``conv_ratio_vs_pytorch``; other keys kept) and ``results/benchmark.md`` (between
 ``<!-- conv:start -->`` and ``<!-- conv:end -->``; the rest of the file kept), atomically.
 ``compare_libraries.py``, which rewrites both files whole, carries the ``conv`` record over and
-renders this section again from it (``carry_over_conv``): the JSON is the source of truth.
-Without PyTorch installed, ours is still measured and PyTorch is reported as skipped.
+renders this section again from it (``harness.carry_over_conv``): the JSON is the source of truth.
+Without PyTorch installed, ours is still measured and PyTorch is reported as skipped. A ``--quick``
+run, or one without PyTorch (which the committed results include), merges into ``results/quick/``
+instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 
 Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [--out results] [--quick]
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from common import blas
 from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT
+from common.paths import RESULTS_DIR
 
-from compare_libraries import add_run_options, environment_lines, installed, load_average, run_environment
-from core_speed import THREAD_VARS, _Parser, blas_threads, load_training_data
+from harness import (
+    CONV_SECTION,
+    JSON_NAME,
+    MARKDOWN_NAME,
+    Parser,
+    add_run_options,
+    add_worker_options,
+    announce_output,
+    blas_threads,
+    committed_libraries,
+    environment_lines,
+    extract_section,
+    installed,
+    load_average,
+    load_training_data,
+    markers,
+    output_folder,
+    read_json_object,
+    replace_section,
+    run_environment,
+    run_worker,
+    torch_optimizer,
+)
 
 STAGE = "06"
 LIBRARIES = ("ours", "pytorch")
@@ -69,8 +86,7 @@ LABELS = {"ours": "ours (NumPy core)", "pytorch": "PyTorch CPU"}
 LAYOUTS = {"ours": "NHWC, im2col + BLAS", "pytorch": "NCHW (native), oneDNN / ATen"}
 TARGET, STRETCH = 2.0, 1.5
 QUICK_TRAIN_SIZE = 2048
-SECTION = "conv"
-JSON_NAME, MARKDOWN_NAME = "benchmark.json", "benchmark.md"
+SECTION = CONV_SECTION
 
 
 # --------------------------------------------------------------------------- the network, from SPEC
@@ -100,9 +116,9 @@ def conv_gflop(spec, num_examples: int) -> float:
     for layer in walk_layers(spec.sizes[0], spec.layers):
         if layer.kind == "conv":
             out_h, out_w, filters = layer.out_shape
-            macs.append(out_h * out_w * filters * math.prod(layer.params["W"][:-1]))
+            macs.append(out_h * out_w * filters * math.prod(layer.param_shapes["W"][:-1]))
         elif layer.kind == "dense":
-            macs.append(math.prod(layer.params["W"]))
+            macs.append(math.prod(layer.param_shapes["W"]))
     return num_examples * 2 * (2 * sum(macs) + sum(macs[1:])) / 1e9
 
 
@@ -156,24 +172,6 @@ def torch_model(spec):
     return model, input_shape
 
 
-def torch_optimizer(model, spec):
-    """``(optimizer, description)``: Adam (AdamW on weights only, as ours, with weight decay),
-    ``fused=True`` if this PyTorch runs it on the CPU, else ``foreach=True``."""
-    import torch
-
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    cls = torch.optim.AdamW if spec.weight_decay else torch.optim.Adam
-    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:  # a throwaway one-step probe: fused kernels that do not exist fail at construction or step
-        probe = torch.zeros(4, requires_grad=True)
-        probe.grad = torch.ones(4)
-        cls([probe], lr=spec.lr, fused=True).step()
-        return cls(groups, lr=spec.lr, fused=True), f"{cls.__name__}(fused=True)"
-    except (RuntimeError, ValueError, TypeError):
-        return cls(groups, lr=spec.lr, foreach=True), f"{cls.__name__}(foreach=True)"
-
-
 # --------------------------------------------------------------------------- one round, in a worker process
 
 def train_ours(spec, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> dict:
@@ -186,11 +184,11 @@ def train_ours(spec, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> di
     init_rng, train_rng = spawn_generators(seed, 2)
     network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
     optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
-    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)  # as train() does
+    groups = network.parameter_groups(decay_weights=optimizer.weight_decay > 0)  # as train() does
     seconds, losses = [], []
     for epoch in range(epochs + 1):
         start = time.perf_counter()
-        loss_sum = train_one_epoch(network, optimizer, parameters, x, y, spec.batch_size, train_rng, None,
+        loss_sum = train_one_epoch(network, optimizer, groups, x, y, spec.batch_size, train_rng, None,
                                    f"epoch {epoch}")
         seconds.append(time.perf_counter() - start)
         losses.append(loss_sum / len(y))
@@ -250,6 +248,7 @@ def _progress(library: str, epoch: int, seconds: float, loss: float) -> None:
 
 def worker(args: argparse.Namespace) -> int:
     """The ``--worker`` process: one library, one round; its record goes to ``--worker-result``."""
+    blas.configure()
     spec = load_conv_spec()
     x, y, _, _ = load_training_data(args.data_dir)
     if args.train_size:
@@ -263,42 +262,17 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_environment(threads: int | None) -> dict[str, str]:
-    """The workers' environment: this one, with ``common`` importable and, for ``--threads N``, the
-    BLAS thread variables set (OpenBLAS reads them when NumPy starts, i.e. in the worker)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    if threads:
-        env.update({var: str(threads) for var in THREAD_VARS})
-    return env
-
-
 def run_round(library: str, args: argparse.Namespace, seed: int, threads: int) -> dict:
     """Run one round of ``library`` in a fresh process of this script; its record, plus the process's wall time."""
-    with tempfile.TemporaryDirectory(prefix="conv_speed_") as folder:
-        result_path = Path(folder) / "result.json"
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", library,
-                   "--worker-result", str(result_path), "--worker-threads", str(threads),
-                   "--epochs", str(args.epochs), "--seed", str(seed)]
-        if args.train_size:
-            command += ["--train-size", str(args.train_size)]
-        if args.data_dir:
-            command += ["--data-dir", args.data_dir]
-        if args.torch_channels_last:
-            command += ["--torch-channels-last"]
-        sys.stdout.flush()
-        start = time.perf_counter()
-        finished = subprocess.run(command, env=worker_environment(args.threads), stderr=subprocess.PIPE, text=True)
-        process_seconds = time.perf_counter() - start
-        if finished.returncode != 0 or not result_path.is_file():
-            lines = [line for line in finished.stderr.strip().splitlines() if line.strip()]
-            last = lines[-1] if lines else f"exit code {finished.returncode}"
-            raise UserError(f"the {library} round failed: {last.removeprefix('error: ')}")
-        if finished.stderr.strip():
-            print(finished.stderr.strip(), file=sys.stderr)
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-    result["process_seconds"] = process_seconds
-    return result
+    arguments = ["--worker", library, "--worker-threads", str(threads), "--epochs", str(args.epochs),
+                 "--seed", str(seed)]
+    if args.train_size:
+        arguments += ["--train-size", str(args.train_size)]
+    if args.data_dir:
+        arguments += ["--data-dir", args.data_dir]
+    if args.torch_channels_last:
+        arguments += ["--torch-channels-last"]
+    return run_worker(__file__, arguments, args.threads, f"{library} round")
 
 
 # --------------------------------------------------------------------------- figures
@@ -323,10 +297,6 @@ def summarize(rounds: list[dict], skipped: dict) -> dict:
     }
     return {"seconds_per_epoch": seconds, "seconds_per_epoch_range": spread, "round_medians": round_medians,
             "ratio_vs_pytorch": ratio, "ratio_per_round": per_round, "targets": targets, "skipped": dict(skipped)}
-
-
-def _fmt(value: float | None, pattern: str) -> str:
-    return "n/a" if value is None else format(value, pattern)
 
 
 def library_table(conv: dict) -> str:
@@ -406,51 +376,6 @@ def render_section(conv: dict) -> str:
 
 # --------------------------------------------------------------------------- merging into the result files
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def _span(text: str, name: str) -> tuple[int, int] | None:
-    """``(start, end)`` of the marked section ``name`` in ``text`` (markers included), or None."""
-    start_mark, end_mark = markers(name)
-    start, end = text.find(start_mark), text.find(end_mark)
-    if start < 0 and end < 0:
-        return None
-    if start < 0 or end < start or text.find(start_mark, start + 1) >= 0:
-        raise UserError(f"the {name} section's markers ({start_mark} ... {end_mark}) are broken; "
-                        f"repair or delete them and run again")
-    return start, end + len(end_mark)
-
-
-def extract_section(text: str, name: str) -> str | None:
-    span = _span(text, name)
-    return None if span is None else text[span[0]:span[1]]
-
-
-def replace_section(text: str, name: str, section: str) -> str:
-    """``text`` with its marked section ``name`` replaced by ``section`` (markers included), or
-    with ``section`` appended after a blank line; everything else is kept as it is."""
-    span = _span(text, name)
-    if span is not None:
-        return text[:span[0]] + section + text[span[1]:]
-    body = text.rstrip("\n")
-    return (body + "\n\n" if body else "") + section + "\n"
-
-
-def read_json_object(path: Path) -> dict:
-    """The JSON object in ``path``; ``{}`` if there is no file. A file that is not a JSON object
-    is a :class:`UserError` (it is not overwritten: it may hold results)."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot merge into {path}: not valid JSON ({error}); move it away and run again") from None
-    if not isinstance(data, dict):
-        raise UserError(f"cannot merge into {path}: it holds a JSON {type(data).__name__}, not an object")
-    return data
-
-
 def write_results(out: Path, conv: dict) -> None:
     """Merge ``conv`` into ``out/benchmark.json`` and its section into ``out/benchmark.md``."""
     record = read_json_object(out / JSON_NAME)
@@ -463,35 +388,6 @@ def write_results(out: Path, conv: dict) -> None:
     atomic_write_text(markdown_path, markdown)
 
 
-def carry_over_conv(out: Path, record: dict, markdown: str) -> tuple[dict, str]:
-    """For ``compare_libraries.py``, which writes ``benchmark.json`` / ``benchmark.md`` whole: keep
-    the ``conv`` record of the files it replaces and render its section into the new markdown.
-
-    Never fails (a long measurement must not be lost at the last step): a record that cannot be
-    read or rendered falls back to the old markdown's section, kept verbatim, with a warning.
-    """
-    try:
-        old = read_json_object(out / JSON_NAME)
-    except UserError as error:
-        print(f"warning: {error}; the conv results in it are not carried over", file=sys.stderr)
-        old = {}
-    section = None
-    if isinstance(old.get("conv"), dict):
-        record = {**record, "conv": old["conv"], "conv_ratio_vs_pytorch": old.get("conv_ratio_vs_pytorch")}
-        try:
-            section = render_section(old["conv"])
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            print(f"warning: cannot render the conv section from {out / JSON_NAME} ({error!r}); "
-                  f"keeping the old one", file=sys.stderr)
-    if section is None:
-        try:
-            old_md = (out / MARKDOWN_NAME).read_text(encoding="utf-8")
-            section = extract_section(old_md, SECTION)
-        except (OSError, UnicodeDecodeError, UserError):
-            section = None
-    return record, (replace_section(markdown, SECTION, section) if section else markdown)
-
-
 # --------------------------------------------------------------------------- command line
 
 def torch_installed() -> bool:
@@ -499,19 +395,17 @@ def torch_installed() -> bool:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(description="Seconds per epoch of stage 06's conv network: our NumPy core vs PyTorch CPU.")
+    parser = Parser(description="Seconds per epoch of stage 06's conv network: our NumPy core vs PyTorch CPU.")
     parser.add_argument("--epochs", type=positive_int, default=2,
                         help="timed epochs per round, after one warm-up epoch (default 2)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds (default 3)")
-    add_run_options(parser, "folder of benchmark.json / benchmark.md to merge into (default results/)")
+    add_run_options(parser, "folder of benchmark.json / benchmark.md to merge into (default results/; "
+                            "results/quick/ for --quick or without PyTorch)")
     parser.add_argument("--torch-channels-last", action="store_true",
                         help="PyTorch's images and conv weights in channels-last memory (default: NCHW)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_TRAIN_SIZE:,} images, 1 timed epoch, 1 round")
-    # internal: one library's round in a worker process
-    parser.add_argument("--worker", choices=LIBRARIES, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-result", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-threads", type=positive_int, default=1, help=argparse.SUPPRESS)
+                        help=f"smoke run: {QUICK_TRAIN_SIZE:,} images, 1 timed epoch, 1 round; writes to results/quick/")
+    add_worker_options(parser, LIBRARIES)  # internal: one library's round in a worker process
     parser.add_argument("--train-size", type=positive_int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -520,29 +414,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         return args
     if args.quick:
         args.epochs, args.repeats, args.train_size = 1, 1, args.train_size or QUICK_TRAIN_SIZE
-    writable_folder(Path(args.out))
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    spec = load_conv_spec()
-    out = Path(args.out)
-    # The markers are checked before minutes of measuring, not after.
+def prepare_output(args: argparse.Namespace, skipped: dict) -> Path:
+    """The folder this run merges into (:func:`harness.output_folder`), checked before minutes of
+    measuring, not after: writable, valid JSON, unbroken markers."""
+    out, why = output_folder(args.out, args.quick, skipped, committed_libraries(RESULTS_DIR / JSON_NAME, SECTION))
+    writable_folder(out)
     if (out / MARKDOWN_NAME).exists():
-        _span((out / MARKDOWN_NAME).read_text(encoding="utf-8"), SECTION)
+        extract_section((out / MARKDOWN_NAME).read_text(encoding="utf-8"), SECTION)
     read_json_object(out / JSON_NAME)
-    threads = args.threads or blas_threads()
-    load_start = load_average()
-    skipped = {} if torch_installed() else {"pytorch": "not installed"}
-    if skipped:
-        print("pytorch: skipped (not installed; pip install -r benchmarks/requirements-bench.txt)", flush=True)
-    active = [lib for lib in LIBRARIES if lib not in skipped]
-    print(f"stage {STAGE} {spec.architecture().describe()}: {args.epochs} timed epoch(s) after a warm-up x "
-          f"{args.repeats} round(s), {threads} thread(s), each in its own process: {', '.join(active)}", flush=True)
+    announce_output(out, why)
+    return out
 
+
+def run_rounds(args: argparse.Namespace, active: list[str], threads: int) -> list[dict]:
+    """``--repeats`` interleaved rounds of every library in ``active``, each in its own process."""
     rounds: list[dict] = []
     for round_index in range(args.repeats):
         seed = args.seed + round_index
@@ -554,16 +442,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds.append(result)
             print(f"round {round_index + 1}: {lib:8s} {statistics.median(result['epoch_seconds']):8.2f} s/epoch "
                   f"(median of {len(result['epoch_seconds'])})", flush=True)
+    return rounds
 
+
+def run_settings(spec, args: argparse.Namespace, rounds: list[dict], threads: int) -> dict:
+    """The ``settings`` record: the network as measured (both libraries' parameter counts checked), the budget."""
     num_parameters = spec.architecture().num_parameters
     for result in rounds:
         if result["num_parameters"] != num_parameters:
             raise UserError(f"{result['library']} has {result['num_parameters']:,} parameters, "
                             f"stage {STAGE} {num_parameters:,}: not the same network")
-    summary = summarize(rounds, skipped)
     train_images = rounds[0]["train_images"]
     torch_rounds = [r for r in rounds if r["library"] == "pytorch"]
-    settings = {
+    return {
         "stage": STAGE, "architecture": spec.architecture().describe(), "layers": list(spec.layers),
         "num_parameters": num_parameters, "batch_size": spec.batch_size, "optimizer": spec.optimizer,
         "lr": spec.lr, "weight_decay": spec.weight_decay, "init": spec.init, "epochs": args.epochs,
@@ -573,10 +464,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch_layout": "NCHW", "ours_layout": "NHWC",
         "torch_memory_format": "channels_last" if args.torch_channels_last else "contiguous",
     }
-    environment = run_environment(threads, load_start, argv, script=__file__)
-    env = worker_environment(args.threads)  # the thread variables the workers ran with, not this process's
-    environment["thread_env"] = {key: env[key] for key in (*THREAD_VARS, "OPENBLAS_CORETYPE") if key in env}
-    conv = {**summary, "settings": settings, "environment": environment, "rounds": rounds}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    blas.configure()
+    spec = load_conv_spec()
+    skipped = {} if torch_installed() else {"pytorch": "not installed"}
+    out = prepare_output(args, skipped)
+    threads = args.threads or blas_threads()
+    load_start = load_average()
+    if skipped:
+        print("pytorch: skipped (not installed; pip install -r benchmarks/requirements-bench.txt)", flush=True)
+    active = [lib for lib in LIBRARIES if lib not in skipped]
+    print(f"stage {STAGE} {spec.architecture().describe()}: {args.epochs} timed epoch(s) after a warm-up x "
+          f"{args.repeats} round(s), {threads} thread(s), each in its own process: {', '.join(active)}", flush=True)
+    rounds = run_rounds(args, active, threads)
+    environment = run_environment(threads, load_start, argv, script=__file__, env_threads=args.threads)
+    conv = {**summarize(rounds, skipped), "settings": run_settings(spec, args, rounds, threads),
+            "environment": environment, "rounds": rounds}
     write_results(out, conv)
     print()
     print(render_section(conv))

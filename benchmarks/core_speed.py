@@ -10,8 +10,8 @@ Three measurements, each printed as seconds, GFLOP/s and fraction of the peak:
     warm-up epoch;
 (c) one full-batch forward + backward pass (no optimizer step) of stage 02's network, the same
     ``[784, 128, 64, 10]``, on all 60,000 images: median of ``--repeats`` passes after a warm-up.
-    The pass is ``common.nn.train.loss_and_gradient``, which works through the batch in blocks of
-    ``common.nn.train.BLOCK_ROWS`` rows; the same gradient in one 60,000-row pass is timed too.
+    The pass is ``common.nn.train.loss_and_gradient``, the one stage 02 trains with: all 60,000 rows
+    in one pass.
 
 Flops of one pass over N examples (both (b) and (c); only the matrix products are counted,
 so everything else, Adam, softmax, ReLU, batch gathering, counts as overhead)::
@@ -30,9 +30,6 @@ Run: python benchmarks/core_speed.py [--threads N] [--epochs 5] [--repeats 7] [-
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
 import os
 import statistics
@@ -41,60 +38,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np  # the BLAS thread count is set by re-executing the interpreter (below)
+import numpy as np
 
-from common.cli import OneLineParser, positive_int, run_cli, writable_folder
-from common.nn.errors import UserError
+from common import blas
+from common.cli import positive_int, run_cli, writable_folder
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from harness import Parser, blas_threads, ensure_blas_threads, load_training_data, per_epoch_seconds
+
 SIZES = (784, 128, 64, 10)
 BATCH_SIZE = 128
 PEAK_SIZES = (2048, 4096)
-_REEXEC_MARK = "_CORE_SPEED_REEXEC"
-
-
-# --------------------------------------------------------------------------- threads
-
-def ensure_blas_threads(threads: int | None) -> None:
-    """Make the BLAS use ``threads`` threads: set the env vars and, if they changed, re-exec.
-
-    OpenBLAS reads its thread count once, when NumPy is first imported, so the only reliable
-    way is to start again with the variables set. ``None`` leaves the environment as it is.
-    """
-    if threads is None:
-        return
-    wanted = str(threads)
-    if all(os.environ.get(var) == wanted for var in THREAD_VARS):
-        return
-    if os.environ.get(_REEXEC_MARK):  # the variables did not stick: do not loop
-        raise UserError(f"could not set {', '.join(THREAD_VARS)} to {wanted}")
-    for var in THREAD_VARS:
-        os.environ[var] = wanted
-    os.environ[_REEXEC_MARK] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
-    os.execv(sys.executable, [sys.executable, *argv[1:]])
-
-
-def blas_threads() -> int:
-    """The number of threads NumPy's BLAS will use (threadpoolctl if present, else env / CPUs)."""
-    try:
-        from threadpoolctl import threadpool_info  # optional: only for reporting
-
-        counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"
-                  and "numpy" in str(info.get("filepath", "")).replace("\\", "/").split("/site-packages/")[-1]]
-        if not counts:
-            counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
-        if counts:
-            return int(counts[0])
-    except Exception:  # threadpoolctl missing or its layout changed
-        pass
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- flops
@@ -132,22 +85,6 @@ def matmul_peak(sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5) -> dict:
     return {"gflops": max(entry["gflops"] for entry in by_size.values()), "by_size": by_size}
 
 
-def load_training_data(data_dir: str | None = None):
-    """``(x_train float32 [0, 1], y_train, x_test float32, y_test)`` from the real MNIST."""
-    from common.data import load_mnist
-    from common.protocol import scale_pixels
-
-    mnist = load_mnist(data_dir, progress=False)
-    return (scale_pixels(mnist.train_images, "unit"), mnist.train_labels,
-            scale_pixels(mnist.test_images, "unit"), mnist.test_labels)
-
-
-def per_epoch_seconds(history: list[dict]) -> list[float]:
-    """Training seconds of each epoch, from ``train``'s history (its ``train_seconds`` are cumulative)."""
-    cumulative = [0.0] + [record["train_seconds"] for record in history]
-    return [b - a for a, b in zip(cumulative[:-1], cumulative[1:])]
-
-
 def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, seed: int = 0) -> list[float]:
     """Seconds of each of ``epochs`` Adam, batch-128 epochs of our core after ``warmup`` epochs."""
     from common.nn.network import Network
@@ -161,23 +98,17 @@ def epoch_times(x: np.ndarray, y: np.ndarray, epochs: int = 5, warmup: int = 1, 
     return per_epoch_seconds(history)[warmup:]
 
 
-def fullbatch_times(x: np.ndarray, y: np.ndarray, repeats: int = 7, seed: int = 0,
-                    block_rows: int | None = None) -> list[float]:
-    """Seconds of ``repeats`` full-batch forward + loss + backward passes (after one warm-up).
-
-    The pass is the one stage 02 trains with, ``common.nn.train.loss_and_gradient``: blocks of
-    ``BLOCK_ROWS`` rows by default; ``block_rows=len(x)`` times the same gradient computed in
-    one 60,000-row pass, for comparison.
-    """
+def fullbatch_times(x: np.ndarray, y: np.ndarray, repeats: int = 7, seed: int = 0) -> list[float]:
+    """Seconds of ``repeats`` full-batch forward + loss + backward passes over ``x (N, 784)``, ``y (N,)``
+    (after one warm-up): ``common.nn.train.loss_and_gradient``, the pass stage 02 trains with."""
     from common.nn.network import Network
-    from common.nn.train import BLOCK_ROWS, loss_and_gradient
+    from common.nn.train import loss_and_gradient
 
     network = Network.from_sizes(list(SIZES), np.random.default_rng(seed))
-    rows = BLOCK_ROWS if block_rows is None else block_rows
 
     def one_pass() -> float:
         start = time.perf_counter()
-        loss_and_gradient(network, x, y, block_rows=rows)
+        loss_and_gradient(network, x, y)
         return time.perf_counter() - start
 
     one_pass()
@@ -191,11 +122,8 @@ def summarize(seconds: float, gflop: float, peak_gflops: float) -> dict:
 
 # --------------------------------------------------------------------------- command line
 
-_Parser = OneLineParser
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(description="Seconds per epoch and GFLOP/s of our core vs this machine's matmul peak.")
+    parser = Parser(description="Seconds per epoch and GFLOP/s of our core vs this machine's matmul peak.")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS and re-executes); "
                              "default: leave the environment as it is")
@@ -214,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         writable_folder(Path(args.json).parent, "--json")
     ensure_blas_threads(args.threads)
+    blas.configure()
     from common.environment import describe_environment
     from common.files import atomic_write_json
 
@@ -231,20 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     gflop = network_gflop(SIZES, len(x))
     epochs_s = epoch_times(x, y, epochs=epochs)
     full_s = fullbatch_times(x, y, repeats=repeats)
-    one_pass_s = fullbatch_times(x, y, repeats=repeats, block_rows=len(x))
     epoch = summarize(statistics.median(epochs_s), gflop, peak_gflops)
     full = summarize(statistics.median(full_s), gflop, peak_gflops)
-    one_pass = summarize(statistics.median(one_pass_s), gflop, peak_gflops)
 
     print(f"GFLOP per pass over {len(x):,} images = {len(x):,} * 2 * (forward + weight-gradient + "
           f"input-gradient MACs except layer 1) / 1e9 = {gflop:.2f}")
     rows = [("matmul peak (best median)", None, peak_gflops, 1.0),
             (f"Adam batch-{BATCH_SIZE} epoch (median of {epochs})", epoch["seconds"], epoch["gflops"],
              epoch["peak_fraction"]),
-            (f"full-batch fwd+bwd, blocks (median of {repeats})", full["seconds"], full["gflops"],
-             full["peak_fraction"]),
-            (f"  same in one pass (median of {repeats})", one_pass["seconds"], one_pass["gflops"],
-             one_pass["peak_fraction"])]
+            (f"full-batch fwd+bwd, one pass (median of {repeats})", full["seconds"], full["gflops"],
+             full["peak_fraction"])]
     print(f"{'what':42s} {'seconds':>9s} {'GFLOP/s':>9s} {'of peak':>8s}")
     for name, seconds, gflops, fraction in rows:
         shown = "" if seconds is None else f"{seconds:9.3f}"
@@ -259,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gflop_per_epoch": gflop,
             "epoch": {**epoch, "all_seconds": epochs_s},
             "fullbatch": {**full, "all_seconds": full_s},
-            "fullbatch_one_pass": {**one_pass, "all_seconds": one_pass_s},
             "environment": {**env, "threads": threads},
         }
         atomic_write_json(args.json, record)

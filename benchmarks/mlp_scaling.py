@@ -18,8 +18,8 @@ epoch goes: the dense layers (their matrix products, with the bias add and sum),
 and the rest (gather, activations, loss, loop); and the fraction of the matmul peak that its
 matrix-product work (``core_speed.network_gflop``) reaches.
 
-Also the helpers both library benchmarks share: the PyTorch twin of a perceptron, its Adam and
-training step, and :func:`run_worker`, which runs a script's worker mode in a fresh interpreter.
+Also the PyTorch twin of a perceptron, its Adam and training step, which ``compare_libraries.py``
+uses too (worker processes, threads and the rest are ``harness.py``'s).
 
 ``compare_libraries.py`` runs this as part of the full benchmark and writes its table, figure
 (``results/benchmark_scaling.png``) and ``scaling`` record. Run alone it only prints the table:
@@ -28,26 +28,33 @@ Run: python benchmarks/mlp_scaling.py [--rounds 3] [--seconds 2] [--threads N] [
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from common import blas
 from common.cli import positive_float, positive_int, run_cli
-from common.nn.errors import UserError
 
-from core_speed import SIZES, _Parser, blas_threads, ensure_blas_threads, load_training_data, matmul_peak, network_gflop
+from core_speed import SIZES, matmul_peak, network_gflop
+from harness import (
+    Parser,
+    add_worker_options,
+    blas_threads,
+    ensure_blas_threads,
+    installed,
+    load_training_data,
+    run_worker,
+    torch_optimizer,
+)
+from profile_epoch import timed_epoch
 
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 WIDTHS = (128, 256, 512, 1024, 2048)
@@ -91,14 +98,10 @@ def torch_adam(model, fused: bool):
     (``common/nn/optimizers.py``): without it Adam's first moment fills with subnormals after
     an epoch or two, and PyTorch's later epochs were measured up to 10 % (small network) and
     30 % (width 1024) slower. The default row keeps PyTorch's default."""
-    import types
-
     import torch
 
     if not fused:
         return torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS), "Adam (default)"
-    from conv_speed import torch_optimizer  # imported here: conv_speed imports compare_libraries, which imports this
-
     torch.set_flush_denormal(True)
     optimizer, described = torch_optimizer(model, types.SimpleNamespace(lr=LR, weight_decay=0.0))
     return optimizer, f"{described}, subnormals flushed"
@@ -116,37 +119,6 @@ def torch_step_function(model, optimizer, x, y) -> Callable:
         return loss
 
     return step
-
-
-# --------------------------------------------------------------------------- worker processes (shared)
-
-def run_worker(script: str | Path, arguments: Sequence[str], threads: int | None, label: str) -> dict:
-    """Run ``script --worker-result PATH *arguments`` in a fresh interpreter and return the JSON
-    object it wrote there, with ``process_seconds`` added. ``threads`` (if given) goes to the BLAS
-    thread variables of its environment; a failed worker is a one-line :class:`UserError`."""
-    from conv_speed import worker_environment
-
-    with tempfile.TemporaryDirectory(prefix="benchmark_worker_") as folder:
-        result_path = Path(folder) / "result.json"
-        command = [sys.executable, str(Path(script).resolve()), *arguments, "--worker-result", str(result_path)]
-        sys.stdout.flush()
-        start = time.perf_counter()
-        finished = subprocess.run(command, env=worker_environment(threads), stderr=subprocess.PIPE, text=True)
-        elapsed = time.perf_counter() - start
-        message = finished.stderr.strip()
-        if finished.returncode or not result_path.is_file():
-            last = message.splitlines()[-1] if message else f"exit code {finished.returncode}"
-            raise UserError(f"the {label} worker failed: {last.removeprefix('error: ')}")
-        if message:
-            print(message, file=sys.stderr)
-        return {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": elapsed}
-
-
-def add_worker_options(parser: argparse.ArgumentParser, libraries: Sequence[str]) -> None:
-    """The internal options of a worker process (hidden from --help)."""
-    parser.add_argument("--worker", choices=libraries, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-result", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-threads", type=positive_int, default=1, help=argparse.SUPPRESS)
 
 
 # --------------------------------------------------------------------------- one configuration, timed
@@ -168,19 +140,17 @@ def measure_ours(x: np.ndarray, y: np.ndarray, config: dict, seconds: float, min
     from common.nn.network import Network
     from common.nn.optimizers import Adam
 
-    from profile_epoch import timed_epoch
-
     rng = np.random.default_rng(seed)
     network = Network.from_sizes(config["sizes"], rng)
     optimizer = Adam(lr=LR, beta1=BETA1, beta2=BETA2, eps=EPS)
-    parameters = network.parameters(fused="all")  # what train() hands Adam without weight decay
+    groups = network.parameter_groups(decay_weights=optimizer.weight_decay > 0)  # as train() does
     batch = config["batch_size"]
     full_batches = len(x) // batch
 
     def run(steps: int) -> tuple[float, dict]:
         start, done, parts = time.perf_counter(), 0, {"matmul": 0.0, "optimizer": 0.0}
         while done < steps:  # one shuffled pass per call, full batches only
-            clocked = timed_epoch(network, optimizer, parameters, x, y, rng, batch, min(steps - done, full_batches))
+            clocked = timed_epoch(network, optimizer, groups, x, y, rng, batch, min(steps - done, full_batches))
             parts["matmul"] += sum(t for name, t in clocked.items() if name.endswith(" Dense"))
             parts["optimizer"] += clocked["optimizer"]
             done += min(steps - done, full_batches)
@@ -220,6 +190,7 @@ def worker(args: argparse.Namespace) -> int:
     """The ``--worker`` process: one library, one round, the configurations in ``--configs``."""
     from common.files import atomic_write_json
 
+    blas.configure()
     x, y, _, _ = load_training_data(args.data_dir)
     results = []
     for config in json.loads(args.configs):
@@ -438,7 +409,7 @@ def plot_scaling(scaling: list[dict], path: str | Path) -> Path:
 # --------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(description="Seconds per epoch of ours and PyTorch (fused Adam) against width and batch size.")
+    parser = Parser(description="Seconds per epoch of ours and PyTorch (fused Adam) against width and batch size.")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--seconds", type=positive_float, default=2.0,
                         help="timed seconds per library, configuration and round, after warm-up (default 2)")
@@ -460,12 +431,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run alone: measure and print the table (``compare_libraries.py`` writes the results)."""
-    from compare_libraries import installed
-
     args = parse_args(argv)
     if args.worker:
         return worker(args)
     ensure_blas_threads(args.threads)  # this process measures the peak: the same threads as the workers
+    blas.configure()
     threads = args.threads or blas_threads()
     active = [lib for lib in LIBRARIES if lib == "ours" or installed("torch")]
     records = run_scaling(args.rounds, args.seconds, threads, args.threads, args.seed, args.data_dir, args.quick,

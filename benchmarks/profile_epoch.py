@@ -24,15 +24,15 @@ epoch (a conv epoch is minutes long, so it is sampled rather than run whole).
 
 Writes ``results/epoch_profile.md`` unless ``--out -``: the perceptron section, then the conv
 section between ``<!-- conv:start -->`` and ``<!-- conv:end -->``. ``--only mlp`` or ``--only conv``
-measures one of them and keeps the other section of the existing file.
+measures one of them and keeps the other section of the existing file. ``--quick`` (a smoke run:
+one epoch, two conv steps per block) writes ``results/quick/epoch_profile.md`` instead, so the
+committed profile stays as it is; ``--out PATH`` chooses.
 
-Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv] [--threads N] [--out results/epoch_profile.md]
+Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv] [--threads N] [--out results/epoch_profile.md] [--quick]
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
+import argparse
 import math
 import statistics
 import sys
@@ -42,29 +42,34 @@ from typing import Sequence
 
 import numpy as np
 
+from common import blas
 from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_text
-from common.paths import REPO_ROOT
+from common.paths import RESULTS_DIR, shown
 
-from conv_speed import SECTION, conv_gflop, extract_section, load_conv_spec, markers, replace_section
-from core_speed import (
-    BATCH_SIZE,
-    SIZES,
-    _Parser,
+from conv_speed import SECTION, conv_gflop, load_conv_spec
+from core_speed import BATCH_SIZE, SIZES, matmul_peak, network_gflop
+from harness import (
+    QUICK_DIR,
+    Parser,
     blas_threads,
     ensure_blas_threads,
+    extract_section,
     load_training_data,
-    matmul_peak,
-    network_gflop,
+    markers,
+    replace_section,
 )
 
+PROFILE_NAME = "epoch_profile.md"
+QUICK_EPOCHS, QUICK_CONV_STEPS = 1, 2  # --quick: a smoke run, not a measurement
 CONV_BLOCKS = 3        # the conv profile's timed blocks of --conv-steps steps (median per part)
 CONV_WARMUP_STEPS = 5  # untimed steps first: buffers allocated, threads started
 
 
-def timed_epoch(network, optimizer, parameters, x, y, rng, batch_size: int = BATCH_SIZE,
+def timed_epoch(network, optimizer, groups, x, y, rng, batch_size: int = BATCH_SIZE,
                 max_batches: int | None = None) -> dict[str, float]:
-    """One epoch of ``train``'s step with a clock around each part; seconds per part.
+    """One epoch of ``train``'s step (``common.nn.train.train_step``) with a clock around each part;
+    seconds per part. ``groups``: ``network.parameter_groups(...)``, as ``train`` hands the optimizer.
 
     ``max_batches``: stop after that many steps (the first batches of the epoch's shuffled order).
     """
@@ -85,7 +90,7 @@ def timed_epoch(network, optimizer, parameters, x, y, rng, batch_size: int = BAT
             out = x_batch
             for name, layer in zip(names, network.layers):
                 start = clock()
-                out = layer.forward(out, True)
+                out = layer.forward(out, True, True)  # training, keeping what backward needs
                 parts[f"forward {name}"] += clock() - start
             start = clock()
             _, grad = softmax_cross_entropy(out, y_batch)
@@ -97,7 +102,7 @@ def timed_epoch(network, optimizer, parameters, x, y, rng, batch_size: int = BAT
                 if grad is None:  # the first Dense layer skips dLoss/dPixels
                     break
             start = clock()
-            optimizer.step(parameters)
+            optimizer.step(groups)
             parts["optimizer"] += clock() - start
     return parts
 
@@ -131,8 +136,8 @@ def profile(x, y, epochs: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     network = Network.from_sizes(list(SIZES), rng)
     optimizer = Adam(lr=1e-3)
-    parameters = network.parameters(fused="all")  # what train() hands Adam without weight decay
-    runs = [timed_epoch(network, optimizer, parameters, x, y, rng) for _ in range(epochs + 1)][1:]
+    groups = network.parameter_groups(decay_weights=optimizer.weight_decay > 0)  # as train() does
+    runs = [timed_epoch(network, optimizer, groups, x, y, rng) for _ in range(epochs + 1)][1:]
     floors = [matmul_only_epoch(network, x, y, rng) for _ in range(epochs + 1)][1:]
     parts = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
     return {"parts": parts, "total": statistics.median(sum(run.values()) for run in runs),
@@ -151,11 +156,11 @@ def profile_conv(x, y, spec, steps: int, blocks: int = CONV_BLOCKS, warmup: int 
     init_rng, rng = spawn_generators(seed, 2)
     network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
     optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
-    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)  # as train() does
+    groups = network.parameter_groups(decay_weights=optimizer.weight_decay > 0)  # as train() does
     batch_size = spec.batch_size
     if warmup:
-        timed_epoch(network, optimizer, parameters, x, y, rng, batch_size, max_batches=warmup)
-    runs = [timed_epoch(network, optimizer, parameters, x, y, rng, batch_size, max_batches=steps)
+        timed_epoch(network, optimizer, groups, x, y, rng, batch_size, max_batches=warmup)
+    runs = [timed_epoch(network, optimizer, groups, x, y, rng, batch_size, max_batches=steps)
             for _ in range(blocks)]
     first_weighted = next(index for index, layer in enumerate(network.layers) if layer.params)
     never_run = {f"backward {index} {type(layer).__name__}" for index, layer in enumerate(network.layers)
@@ -282,26 +287,53 @@ def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(description="Per-part time of our batch-128 Adam epoch and its matmul floor.")
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = Parser(description="Per-part time of our batch-128 Adam epoch and its matmul floor.")
     parser.add_argument("--epochs", type=positive_int, default=15, help="measured epochs after a warm-up (default 15)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="BLAS threads (sets the env and re-executes); default: leave as is")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "epoch_profile.md"),
-                        help="markdown report path, or - for stdout only (default results/epoch_profile.md)")
+    parser.add_argument("--out", default=None,
+                        help=f"markdown report path, or - for stdout only (default results/{PROFILE_NAME}; "
+                             f"results/quick/{PROFILE_NAME} with --quick)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
     parser.add_argument("--conv-steps", type=positive_int, default=40,
                         help="clocked steps per block of the stage-06 conv profile (3 blocks; default 40)")
     parser.add_argument("--only", choices=("mlp", "conv"), default=None,
                         help="profile only the perceptron or the conv network; the other section of "
                              "the existing file is kept (default: both)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_EPOCHS} epoch, {QUICK_CONV_STEPS} conv steps per block; "
+                             f"writes to results/quick/")
     args = parser.parse_args(argv)
-    out = None if args.out == "-" else Path(args.out)
-    if out is not None:
-        writable_folder(out.parent, "--out")
+    if args.quick:
+        args.epochs, args.conv_steps = QUICK_EPOCHS, QUICK_CONV_STEPS
+    return args
+
+
+def report_path(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """``(path, why)``: ``--out`` (None for ``-``), else ``results/quick/`` for ``--quick`` (the committed
+    profile stays as it is), else ``results/``; checked before minutes of measuring, not after."""
+    if args.out == "-":
+        return None, "--out -"
+    if args.out:
+        out, why = Path(args.out), "--out"
+    elif args.quick:
+        out, why = QUICK_DIR / PROFILE_NAME, "a --quick run: the committed profile stays as it is"
+    else:
+        out, why = RESULTS_DIR / PROFILE_NAME, "the default"
+    writable_folder(out.parent, "--out")
+    return out, why
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out, why = report_path(args)
     existing = out.read_text(encoding="utf-8") if out is not None and out.exists() else ""
     extract_section(existing, SECTION)  # broken markers: one line now, not after the measurement
     ensure_blas_threads(args.threads)
+    blas.configure()
+    if out is not None:
+        print(f"the report goes to {shown(out)} ({why}; --out PATH chooses)", flush=True)
 
     x, y, _, _ = load_training_data(args.data_dir)
     peak = matmul_peak(repeats=3)["gflops"]

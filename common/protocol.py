@@ -20,10 +20,12 @@ from common.nn.augment import random_shift
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
 from common.nn.layers import ACTIVATIONS
+from common.nn.loss import softmax_cross_entropy
 from common.nn.metrics import accuracy, confusion_matrix, precision_recall_f1
-from common.nn.network import Architecture, Network
+from common.nn.network import FAST_LAYERS, Architecture, Network
 from common.nn.optimizers import OPTIMIZERS, make_optimizer
 from common.nn.schedules import make_schedule
+from common.nn.textbook import Textbook, textbook_parts
 from common.nn.train import train
 
 PIXEL_SCALES = ("unit", "raw")
@@ -190,28 +192,50 @@ class TrainedStage:
     splits: dict[str, Split]
     probabilities: np.ndarray       # (N_test, 10) softmax outputs on the official test set
     figure_rng: np.random.Generator  # for the figures' random choices, apart from training's stream
+    implementation: str = "fast core"  # which code computed it: the fast core, or a textbook
 
 
-def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = True) -> TrainedStage:
-    """Train ``spec`` with ``seed`` on ``data`` and predict the official test set."""
+def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = True,
+                book: Textbook | None = None) -> TrainedStage:
+    """Train ``spec`` with ``seed`` on ``data`` and predict the official test set.
+
+    ``book``: train on the textbook's plain functions instead of the fast core (``Textbook()`` for
+    the reference, or a learner's functions standing in for some of them; ``common.nn.textbook``).
+    The seeded streams are the same either way: the same data, the same starting weights.
+    """
     validate_spec(spec)
     init_rng, train_rng, figure_rng = spawn_generators(seed, 3)
     splits = prepare_splits(spec, data, seed)
-    network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale)
-    optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    if book is None:
+        kit, loss, shift = FAST_LAYERS, softmax_cross_entropy, random_shift
+        optimizer = make_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    else:
+        kit, loss, build_optimizer = textbook_parts(book)
+        shift, optimizer = book.random_shift, build_optimizer(spec.optimizer, spec.lr, spec.weight_decay)
+    network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale, kit)
     schedule = make_schedule(spec.schedule, spec.lr, spec.epochs, spec.warmup)
-    augment = (lambda x, rng: random_shift(x, rng, spec.shift)) if spec.shift else None
+    augment = (lambda x, rng: shift(x, rng, spec.shift)) if spec.shift else None
     eval_sets = {name: (split.x, split.y) for name, split in splits.items()}
     if progress:
         print(f"stage {spec.name}: {spec.architecture().describe()}, {spec.optimizer_label()}, "
               f"batch {spec.batch_size or 'full'}, {spec.epochs} {spec.step_label}s, "
-              f"{len(splits['train'].y):,} training images, seed {seed}", flush=True)
+              f"{len(splits['train'].y):,} training images, seed {seed}"
+              + ("" if book is None else f", on {describe_book(book)}"), flush=True)
     history = train(network, optimizer, splits["train"].x, splits["train"].y, epochs=spec.epochs,
                     rng=train_rng, batch_size=spec.batch_size, eval_sets=eval_sets,
-                    eval_every=spec.eval_every, lr_schedule=schedule, augment=augment,
+                    eval_every=spec.eval_every, lr_schedule=schedule, augment=augment, loss=loss,
                     progress=progress, progress_label=spec.step_label)
     probabilities = network.predict_proba(splits["test"].x)
-    return TrainedStage(spec, seed, network, history, splits, probabilities, figure_rng)
+    return TrainedStage(spec, seed, network, history, splits, probabilities, figure_rng,
+                        "fast core" if book is None else describe_book(book))
+
+
+def describe_book(book: Textbook) -> str:
+    """E.g. ``the textbook (common.nn.reference)`` or ``the textbook with your dense_backward, relu_backward``."""
+    replaced = book.replaced()
+    if not replaced:
+        return "the textbook (common.nn.reference)"
+    return "the textbook with your " + ", ".join(replaced)
 
 
 def stage_metrics(trained: TrainedStage) -> dict:
@@ -232,6 +256,7 @@ def stage_metrics(trained: TrainedStage) -> dict:
         "epochs": spec.epochs, "step_label": spec.step_label,
         "seconds": final["seconds"], "train_seconds": final["train_seconds"],
         "seed": trained.seed,
+        "implementation": trained.implementation,
         "architecture": spec.architecture().describe(),
         "num_parameters": trained.network.num_parameters,
         "optimizer": spec.optimizer_label(),

@@ -16,7 +16,8 @@ on them.
   pixel moved by ``epsilon`` in the direction that raises the model's own loss on the true label;
 * :func:`saliency`: the gradient of the predicted class's score with respect to the pixels.
 
-The last two need dLoss/dInput, which ``Network.backward(dlogits, input_grad=True)`` returns.
+The last two need dLoss/dInput: ``Network.forward(x, keep_for_backward=True)`` (the network as it
+predicts, each layer keeping what its backward needs), then ``Network.backward(dlogits, input_grad=True)``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from typing import Iterator
 
 import numpy as np
 
-from common.nn.layers import Dropout
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
 
@@ -191,21 +191,6 @@ def _chunks(count: int, size: int) -> Iterator[slice]:
     return (slice(start, start + size) for start in range(0, count, size))
 
 
-def forward_for_gradient(network: Network, x: np.ndarray) -> np.ndarray:
-    """The logits ``(B, K)`` of ``x (B, D)`` exactly as ``network.forward(x)`` gives them at test
-    time, with every layer keeping what its backward needs.
-
-    ``network.forward(x)`` in inference mode lets a ``Conv2D`` drop its patch matrix, so its
-    backward could not run; here every layer runs in training mode, except ``Dropout``, which
-    stays the identity it is at test time (a gradient of a randomly thinned network would
-    describe another model).
-    """
-    out = np.asarray(x, dtype=network.dtype)
-    for layer in network.layers:
-        out = layer.forward(out, training=not isinstance(layer, Dropout))
-    return out
-
-
 def fgsm_direction(network: Network, images: np.ndarray, labels: np.ndarray, pixel_scale: str) -> np.ndarray:
     """``sign(dLoss/dx)`` ``(N, 784)``, values -1, 0 or 1: the direction in which each pixel of
     ``images (N, 784)`` in [0, 1] raises the cross-entropy of ``network`` on the true ``labels (N,)``.
@@ -217,7 +202,7 @@ def fgsm_direction(network: Network, images: np.ndarray, labels: np.ndarray, pix
     images = np.asarray(images, dtype=np.float32)
     direction = np.empty(images.shape, dtype=np.float32)
     for rows in _chunks(len(images), network.chunk_rows):
-        logits = forward_for_gradient(network, model_input(images[rows], pixel_scale))
+        logits = network.forward(model_input(images[rows], pixel_scale), keep_for_backward=True)
         _, dlogits = softmax_cross_entropy(logits, np.asarray(labels[rows]))
         direction[rows] = np.sign(network.backward(dlogits, input_grad=True))
     return direction
@@ -246,7 +231,7 @@ def saliency(network: Network, images: np.ndarray, pixel_scale: str) -> tuple[np
     gradient = np.empty(images.shape, dtype=np.float32)
     predicted = np.empty(len(images), dtype=np.int64)
     for rows in _chunks(len(images), network.chunk_rows):
-        logits = forward_for_gradient(network, model_input(images[rows], pixel_scale))
+        logits = network.forward(model_input(images[rows], pixel_scale), keep_for_backward=True)
         chosen = logits.argmax(axis=1)
         one_hot = np.zeros_like(logits)
         one_hot[np.arange(len(chosen)), chosen] = 1

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from tabulate import tabulate
 
+from common import blas
 from common import data as mnist
 from common.cli import (
     OneLineParser,
@@ -31,24 +32,26 @@ from common.cli import (
 )
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.conv import Conv2D
-from common.nn.errors import UserError
+from common.nn.errors import DivergenceError, UserError
 from common.nn.init import INITIALIZERS
 from common.nn.layers import ACTIVATIONS
 from common.nn.metrics import misclassified_indices
 from common.nn.network import Network
 from common.nn.optimizers import OPTIMIZERS
+from common.nn.textbook import Textbook
 from common.paths import RESULTS_DIR
 from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage, validate_spec
 from common.serialize import save_network
 
 
 def run_stage(spec: StageSpec, seed: int, data: mnist.MNIST, out_dir: Path | None,
-              plots: bool = True, progress: bool = True) -> dict:
+              plots: bool = True, progress: bool = True, book: Textbook | None = None) -> dict:
     """Train ``spec`` with ``seed`` and return its metrics; write every output to ``out_dir``.
 
-    ``out_dir=None`` writes nothing (the comparison runner keeps only the metrics).
+    ``out_dir=None`` writes nothing (the comparison runner keeps only the metrics). ``book``: train
+    on the textbook's functions instead of the fast core (``common.protocol.train_stage``).
     """
-    trained = train_stage(spec, seed, data, progress)
+    trained = train_stage(spec, seed, data, progress, book)
     metrics = stage_metrics(trained)
     if out_dir is not None:
         write_outputs(trained, metrics, out_dir, plots)
@@ -154,16 +157,14 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
 
 
 def feature_maps(network: Network, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """``[("conv 1 + relu", maps (24, 24, 32)), ...]``: the output of each convolution's
-    activation for one image ``pixels (784,)``, taken on the way through the network."""
-    out, maps, convolutions = pixels[None, :].astype(network.dtype), [], 0
-    layers = network.layers
-    for index, layer in enumerate(layers):
-        out = layer.forward(out, training=False)
-        convolutions += isinstance(layer, Conv2D)
-        if index > 0 and isinstance(layers[index - 1], Conv2D):
-            name = type(layer).__name__.lower()
-            maps.append((f"conv {convolutions} + {name}", out[0]))
+    """``[("conv 1 + maxpool", maps (12, 12, 32)), ...]``: the output of the layer that follows each
+    convolution, for one image ``pixels (784,)``, as the network computes it when it predicts."""
+    maps, convolutions, previous = [], 0, None
+    for layer, out in network.activations(pixels[None, :]):
+        if isinstance(previous, Conv2D):
+            convolutions += 1
+            maps.append((f"conv {convolutions} + {type(layer).__name__.lower()}", out[0]))
+        previous = layer
     return maps
 
 
@@ -186,6 +187,9 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
     common.add_argument("--quick", action="store_true",
                         help="a tiny budget (a few seconds) for smoke tests; numbers are not meaningful")
     common.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    common.add_argument("--reference", action="store_true",
+                        help="train on the textbook's plain functions (common.nn.reference) instead of the fast "
+                             "core: the same maths, slower; outputs go to results/quick/ unless --out is given")
     hyper = parser.add_argument_group("hyper-parameters of this stage")
     hyper.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default {spec.lr:g})")
     hyper.add_argument("--batch-size", type=positive_int, default=None,
@@ -256,7 +260,8 @@ def load_data(data_dir: str | None) -> mnist.MNIST:
     return mnist.load_mnist(data_dir)
 
 def print_summary(metrics: dict, out_dir: Path | None) -> None:
-    lines = [f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}:",
+    lines = [f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}, on {metrics['implementation']}:"
+             if metrics["implementation"] != "fast core" else f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}:",
              f"  train accuracy {100 * metrics['train_accuracy']:.2f} % on {metrics['train_size']:,} images"]
     if "holdout_accuracy" in metrics:
         lines.append(f"  held-out accuracy {100 * metrics['holdout_accuracy']:.2f} % on "
@@ -279,9 +284,15 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
         args = build_parser(spec, description).parse_args(argv)
         stage = spec_from_args(spec, args)
         check_memory(stage)
-        out_dir = check_output_folder(args.out or RESULTS_DIR / ("quick" if args.quick else "stages") / spec.name)
+        scratch = args.quick or args.reference
+        out_dir = check_output_folder(args.out or RESULTS_DIR / ("quick" if scratch else "stages") / spec.name)
         data = load_data(args.data_dir)
-        metrics = run_stage(stage, args.seed, data, out_dir, plots=not args.no_plots, progress=not args.quiet)
+        blas.configure()
+        try:
+            metrics = run_stage(stage, args.seed, data, out_dir, plots=not args.no_plots, progress=not args.quiet,
+                                book=Textbook() if args.reference else None)
+        except DivergenceError as error:
+            raise DivergenceError(f"{error} (--lr)") from None
         print_summary(metrics, out_dir)
         return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import atomic_open
-from common.nn.architecture import Architecture, walk_layers
+from common.nn.architecture import Architecture
 from common.nn.errors import UserError
 from common.nn.network import Network
 
@@ -101,21 +101,14 @@ def _read_model(path: Path) -> tuple[Architecture, list[tuple[np.ndarray, np.nda
         except TypeError:
             raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}") from None
         weights = []
-        for index, (w_shape, b_shape) in enumerate(parameter_shapes(architecture)):
+        for index, shapes in enumerate(architecture.param_shapes()):
+            w_shape, b_shape = shapes["W"], shapes["b"]
             w = _read_member(archive, f"W{index}", w_shape, "f")
             b = _read_member(archive, f"b{index}", b_shape, "f")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise _NotAModel(f"layer {index + 1} holds NaN or infinite weights (saved from a diverged run?)")
             weights.append((w, b))
     return architecture, weights, metadata
-
-
-def parameter_shapes(architecture: Architecture) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """The ``(W shape, b shape)`` of every layer with weights, first to last."""
-    if architecture.layers:
-        return [(layer.params["W"], layer.params["b"])
-                for layer in walk_layers(architecture.sizes[0], architecture.layers) if layer.params]
-    return [((fan_in, fan_out), (fan_out,)) for fan_in, fan_out in zip(architecture.sizes[:-1], architecture.sizes[1:])]
 
 
 def _kind_of_file(path: Path) -> str:

@@ -41,9 +41,6 @@ accuracy mean ± std), and ``README.md`` indexing them.
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
 import dataclasses
 import json
@@ -59,6 +56,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from common import blas
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
@@ -687,6 +685,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _main(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
+    blas.configure()
     only = parse_list(args.only, str, "--only")
     if args.only is not None and not only:
         raise UserError(f"--only needs one or more of {', '.join(ABLATION_NAMES)}")

@@ -18,9 +18,6 @@ also copies the tables into README.md between the comparison markers.
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
 import dataclasses
 import json
@@ -34,6 +31,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from common import blas
 from common import data as mnist
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.environment import describe_environment
@@ -494,6 +492,7 @@ def verify_row(key: str, seed: int, saved: dict, fresh: dict) -> tuple[list, flo
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seeds = parse_list(args.seeds, int, "--seeds")
+    blas.configure()
     if min(seeds) < 0:
         raise UserError("--seeds needs non-negative integers, e.g. 0,1,2")
     specs = load_specs(parse_list(args.stages, str, "--stages"))

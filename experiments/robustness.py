@@ -30,9 +30,6 @@ with respect to the pixels).
 """
 from __future__ import annotations
 
-import common  # noqa: F401  (before NumPy, which loads the BLAS: see common/__init__.py)
-
-# isort: split
 import argparse
 import json
 import os
@@ -48,7 +45,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from common import robustness
+from common import blas, robustness
 from common.cli import OneLineParser, non_negative_int, parse_list, positive_int, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_text
@@ -545,6 +542,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     selection = parse_list(options.stages, str, "--stages")
+    blas.configure()
     specs = load_specs(selection if selection or not options.quick else quick_selection(options))
     writable_folder(options.out)
     data = load_data(options.data_dir)

@@ -20,6 +20,7 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from common import blas
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_text
@@ -65,6 +66,7 @@ def parse_grid(args: argparse.Namespace) -> dict[str, list]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     writable_folder(args.out)
+    blas.configure()
     (spec,) = load_specs([args.stage]).values()
     grid = parse_grid(args)
     seeds = parse_list(args.seeds, int, "--seeds")

@@ -51,7 +51,7 @@ def test_walk_layers_shapes_of_stage_06():
     assert [layer.out_shape for layer in walked] == [
         (28, 28, 1), (24, 24, 32), (24, 24, 32), (12, 12, 32), (8, 8, 64), (8, 8, 64), (4, 4, 64),
         (1024,), (256,), (256,), (10,)]
-    assert walked[4].params == {"W": (5, 5, 32, 64), "b": (64,)}
+    assert walked[4].param_shapes == {"W": (5, 5, 32, 64), "b": (64,)}
     architecture = Architecture((784, 10), layers=STAGE_06)
     assert architecture.num_parameters == 832 + 51_264 + 262_400 + 2_570
     assert architecture.describe() == "conv5x5x32, pool, conv5x5x64, pool, 1024-256-10 relu"
@@ -103,9 +103,9 @@ def test_conv_network_gradients_and_input_gradient_match_finite_differences():
     _, dlogits = softmax_cross_entropy(network.forward(x, training=True), y)
     dx = network.backward(dlogits, input_grad=True)
     assert dx.shape == x.shape and np.count_nonzero(dx) > x.size // 2
-    analytic = {name: grad.copy() for name, _, grad in network.parameters(fused=False)}
+    analytic = {name: grad.copy() for name, _, grad in network.named_parameters()}
     assert list(analytic) == ["0.W", "0.b", "1.W", "1.b", "2.W", "2.b", "3.W", "3.b"]
-    for name, param, _ in network.parameters(fused=False):
+    for name, param, _ in network.named_parameters():
         assert rel_error(analytic[name], numerical_gradient(loss, param)) < 1e-6, name
     assert rel_error(dx, numerical_gradient(loss, x)) < 1e-6
 

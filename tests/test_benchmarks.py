@@ -1,15 +1,31 @@
 """Tests for the benchmark's bookkeeping (benchmarks/compare_libraries.py): how the figures and
-targets are derived from the timed runs, and how a missing library is reported. The timings
-themselves are measured by running the scripts, not here."""
+targets are derived from the timed runs, and how a missing library is reported; the scripts' layout
+(an import graph without cycles, the BLAS configured by every entry point); and that a user's own
+runs never touch the committed results. The timings themselves are measured by running the
+scripts, not here."""
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from mnist_available import needs_mnist
 
+from common.paths import RESULTS_DIR
+
 import compare_libraries as bench
+import conv_speed
+import harness
 import mlp_scaling
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
 
 GFLOP = 27.264
 ENVIRONMENT = {"date": "d", "commit": "c", "python": "3", "numpy": "2", "blas": "b", "torch": "not installed",
@@ -55,7 +71,7 @@ def fake_scaling(libraries=("ours", "pytorch_fused")) -> list[dict]:
 def test_summary_figures_and_targets():
     scaling = mlp_scaling.summarize_scaling(fake_scaling(), peak_gflops=120.0)
     summary = bench.summarize(fake_runs(), epochs=3, peaks=[100.0, 150.0, 120.0], fullbatch=[0.2, 0.3, 0.25],
-                              gflop=GFLOP, skipped={}, fullbatch_one_pass=[0.5, 0.4, 0.6], scaling=scaling)
+                              gflop=GFLOP, skipped={}, scaling=scaling)
     # seconds per epoch: the mean of each run's epochs after the first, median over rounds (1, .4, .8 -> .8);
     # scikit-learn, one fit: the budget / epochs
     assert summary["seconds_per_epoch"]["ours"] == pytest.approx(0.8)
@@ -79,7 +95,8 @@ def test_summary_figures_and_targets():
         [GFLOP / 1.0 / 100.0, GFLOP / 0.4 / 150.0, GFLOP / 0.8 / 120.0])
     assert summary["peak_fraction_fullbatch_per_round"] == pytest.approx(
         [GFLOP / 0.2 / 100.0, GFLOP / 0.3 / 150.0, GFLOP / 0.25 / 120.0])
-    assert summary["fullbatch_one_pass_seconds"] == pytest.approx(0.5)
+    assert summary["fullbatch_seconds"] == pytest.approx(0.25)  # one pass: no "blocks" vs "one pass" pair
+    assert not any(key.startswith("fullbatch_one_pass") for key in summary)
     assert summary["accuracy_gap_vs_pytorch"] == pytest.approx(0.4)
     met = {key: target["met"] for key, target in summary["targets"].items()}
     assert met == {"ratio_vs_sklearn": True, "ratio_vs_pytorch_best": False, "ratio_width_1024": False,
@@ -93,6 +110,7 @@ def test_summary_figures_and_targets():
     assert "## How the cost grows" in markdown and "](benchmark_scaling.png)" in markdown
     assert "| width  | [784, 1024, 1024, 10] | 128" in markdown and "50 / 30 / 20" in markdown
     assert "wall time of this benchmark: 1.5 min" in markdown
+    assert "60,000 images in one pass (median) | 0.250" in markdown and "blocks" not in markdown
     assert "50 %" not in markdown.split("## Targets")[1]  # the retired epoch target is gone
 
 
@@ -128,7 +146,7 @@ def test_single_epoch_runs_keep_their_only_epoch():
         run["epoch_seconds"] = run["epoch_seconds"][:1]
     summary = bench.summarize(runs, epochs=1, peaks=[100.0], fullbatch=[0.2], gflop=GFLOP, skipped={})
     assert summary["epoch_seconds"] == pytest.approx(1.0)
-    assert summary["fullbatch_one_pass_seconds"] is None
+    assert summary["fullbatch_seconds"] == pytest.approx(0.2)
     assert summary["ratio_width_1024"] is None and summary["targets"]["ratio_width_1024"]["met"] is None
 
 
@@ -171,15 +189,15 @@ def test_a_failed_worker_is_one_line(tmp_path):
     script.write_text("import sys\nprint('Traceback ...', file=sys.stderr)\nprint('error: no such data', file=sys.stderr)\n"
                       "sys.exit(2)\n")
     with pytest.raises(UserError, match="^the ours worker failed: no such data$"):
-        mlp_scaling.run_worker(script, [], None, "ours")
+        harness.run_worker(script, [], None, "ours")
 
 
 @needs_mnist
 def test_scaling_worker_protocol(tmp_path):
     """A worker process of mlp_scaling.py: one configuration, a few steps, its record as JSON."""
     config = {"axis": "batch", "sizes": [784, 128, 64, 10], "batch_size": 512}
-    done = mlp_scaling.run_worker(mlp_scaling.__file__, ["--worker", "ours", "--configs", json.dumps([config]),
-                                                         "--seconds", "0.01", "--min-steps", "2"], 1, "ours")
+    done = harness.run_worker(mlp_scaling.__file__, ["--worker", "ours", "--configs", json.dumps([config]),
+                                                     "--seconds", "0.01", "--min-steps", "2"], 1, "ours")
     (result,) = done["results"]
     assert result["sizes"] == config["sizes"] and result["batch_size"] == 512 and result["steps"] >= 2
     assert result["threads"] == 1 and result["train_images"] == 60000 and done["process_seconds"] > 0
@@ -187,11 +205,12 @@ def test_scaling_worker_protocol(tmp_path):
 
 
 @needs_mnist
-def test_quick_run_writes_table_figure_and_scaling(tmp_path, monkeypatch):
+def test_quick_run_writes_table_figure_and_scaling(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
-    for var in bench.THREAD_VARS:  # already set: --threads 1 then needs no re-execution of this process
+    for var in harness.THREAD_VARS:  # already set: --threads 1 then needs no re-execution of this process
         monkeypatch.setenv(var, "1")
     assert bench.main(["--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert f"results go to {tmp_path}/ (--out;" in capsys.readouterr().out  # --out wins over --quick's folder
     record = json.loads((tmp_path / "benchmark.json").read_text())
     assert record["pytorch_best"] in ("pytorch", "pytorch_fused")
     assert record["ratio_vs_pytorch_best"] == pytest.approx(
@@ -225,7 +244,7 @@ def test_profiled_epoch_trains_exactly_like_train():
     reference = Network.from_sizes([784, 128, 64, 10], np.random.default_rng(1))
     train(reference, Adam(1e-3), x, y, epochs=1, rng=np.random.default_rng(2), batch_size=128, progress=False)
     profiled = Network.from_sizes([784, 128, 64, 10], np.random.default_rng(1))
-    parts = profile_epoch.timed_epoch(profiled, Adam(1e-3), profiled.parameters(fused="all"), x, y,
+    parts = profile_epoch.timed_epoch(profiled, Adam(1e-3), profiled.parameter_groups(decay_weights=False), x, y,
                                       np.random.default_rng(2))
     np.testing.assert_array_equal(profiled.flat_params, reference.flat_params)
     assert set(parts) >= {"gather", "loss", "optimizer", "forward 0 Dense", "backward 0 Dense"}
@@ -250,3 +269,155 @@ def test_readme_speed_summary_matches_the_committed_benchmark():
                    f"alone take {bound['width']['matmul_only']:.2f}x PyTorch's whole epoch"):
         assert quoted in summary, quoted
     assert bench["pytorch_best"] == "pytorch_fused"  # "fused Adam" in the summary
+
+
+# --------------------------------------------------------------------------- the scripts' layout
+
+def benchmark_imports(tree: ast.AST) -> list[tuple[str, int]]:
+    """``(script, line)`` of every import of a benchmark script anywhere in ``tree``."""
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        else:
+            continue
+        found += [(name.split(".")[0], node.lineno) for name in names if name.split(".")[0] in scripts]
+    return found
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (module -> the modules it imports) as a path that ends where it starts, or None."""
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for imported in sorted(graph.get(module, ())):
+            if state.get(imported) == "open":
+                return path[path.index(imported):] + [imported]
+            if imported not in state and (cycle := visit(imported, path + [imported])):
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module, [module])):
+            return cycle
+    return None
+
+
+def test_import_cycle_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_benchmark_scripts_import_each_other_without_a_cycle():
+    """harness.py imports no benchmark script; the scripts' imports form no cycle, and none is deferred
+    into a function (or any other block) to hide one."""
+    trees = {path.stem: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(BENCHMARKS.glob("*.py"))}
+    graph = {name: {script for script, _ in benchmark_imports(tree)} for name, tree in trees.items()}
+    assert graph["harness"] == set()
+    assert graph["compare_libraries"] >= {"harness", "mlp_scaling"}  # the graph is built at all
+    cycle = import_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+    deferred = [f"{name}.py:{line} imports {script}" for name, tree in trees.items()
+                for statement in tree.body if not isinstance(statement, (ast.Import, ast.ImportFrom))
+                for script, line in benchmark_imports(statement)]
+    assert not deferred, deferred
+
+
+def test_every_entry_point_configures_the_blas_and_nothing_relies_on_an_import():
+    """Each script's main and worker call common.blas.configure(); no bare ``import common`` for its side effect."""
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert not [node for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    and any(alias.name == "common" for alias in node.names)], path.name
+        for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)
+                         and node.name in ("main", "worker")):
+            calls = [node.func for node in ast.walk(function) if isinstance(node, ast.Call)
+                     and isinstance(node.func, ast.Attribute)]
+            assert any(call.attr == "configure" and isinstance(call.value, ast.Name) and call.value.id == "blas"
+                       for call in calls), f"{path.name}: {function.name} does not call blas.configure()"
+
+
+# --------------------------------------------------------------------------- a user's runs never touch the committed results
+
+def test_output_folder_keeps_the_committed_results_out_of_reach(tmp_path):
+    committed = {"ours", "pytorch"}
+    assert harness.output_folder(None, False, [], committed)[0] == RESULTS_DIR
+    assert harness.output_folder(None, False, ["sklearn"], committed)[0] == RESULTS_DIR  # not committed either
+    assert harness.output_folder(None, True, [], committed)[0] == harness.QUICK_DIR
+    assert harness.output_folder(None, False, ["pytorch"], committed)[0] == harness.QUICK_DIR
+    assert harness.output_folder(str(tmp_path), True, ["pytorch"], committed)[0] == tmp_path  # --out wins
+    assert harness.committed_libraries(tmp_path / "none.json") == set()
+    (tmp_path / "bad.json").write_text("not json")
+    assert harness.committed_libraries(tmp_path / "bad.json") == set()
+    (tmp_path / "old.json").write_text(json.dumps({"seconds_per_epoch": {"ours": 1.0, "sklearn": None},
+                                                   "conv": {"seconds_per_epoch": {"ours": 3.0, "pytorch": 2.0}}}))
+    assert harness.committed_libraries(tmp_path / "old.json") == {"ours"}
+    assert harness.committed_libraries(tmp_path / "old.json", "conv") == {"ours", "pytorch"}
+
+
+def test_a_run_without_a_committed_library_writes_to_quick(monkeypatch, capsys):
+    committed = harness.committed_libraries(RESULTS_DIR / harness.JSON_NAME)
+    if "pytorch" not in committed:
+        pytest.skip("the committed results/benchmark.json has no PyTorch figures")
+    monkeypatch.setattr(bench, "installed", lambda module: module is None)  # as if nothing were installed
+    assert bench.results_folder(bench.parse_args([]), bench.not_run(bench.parse_args([]))) == harness.QUICK_DIR
+    assert conv_speed.prepare_output(conv_speed.parse_args([]), {"pytorch": "not installed"}) == harness.QUICK_DIR
+    out = capsys.readouterr().out
+    assert out.count("results go to results/quick/ (pytorch") == 2 and "not installed here" in out
+
+
+def repository_copy(destination: Path) -> Path:
+    """The repository's files as they are now (tracked and new ones, not the git-ignored data and
+    scratch results), copied to ``destination``."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=REPO, capture_output=True, check=True, timeout=60).stdout.decode()
+    except (OSError, subprocess.SubprocessError):  # no git: everything but the ignored folders
+        ignored = shutil.ignore_patterns(".git", "data", "quick", "__pycache__", "*.egg-info", ".pytest_cache")
+        shutil.copytree(REPO, destination, ignore=ignored)
+        return destination
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    return destination
+
+
+COMMITTED = ("benchmark.md", "benchmark.json", "benchmark_scaling.png", "epoch_profile.md")
+
+
+def checksums(results: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((results / name).read_bytes()).hexdigest() for name in COMMITTED
+            if (results / name).is_file()}
+
+
+@pytest.mark.slow
+def test_quick_runs_never_touch_the_committed_results(tmp_path):
+    """--quick runs of every script that writes results, started in a copy of the repository (whose
+    ``common`` they import), write to its results/quick/ and leave its committed files byte for byte."""
+    data = REPO / "data" / "mnist"
+    if not data.is_dir() or len(list(data.glob("*-ubyte*"))) < 4:
+        pytest.skip(f"no MNIST in {data} (python -m common.data fetch)")
+    copy = repository_copy(tmp_path / "repo")
+    before, original = checksums(copy / "results"), checksums(RESULTS_DIR)
+    assert set(before) == set(COMMITTED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")]))}
+    for script, extra in (("compare_libraries.py", []), ("conv_speed.py", ["--train-size", "256"]),
+                          ("profile_epoch.py", [])):
+        command = [sys.executable, str(copy / "benchmarks" / script), "--quick", "--threads", "1",
+                   "--data-dir", str(data), *extra]
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{script}: {done.stderr[-2000:]}"
+        assert "results/quick/" in done.stdout and "a --quick run" in done.stdout, script
+    assert checksums(copy / "results") == before
+    assert checksums(RESULTS_DIR) == original
+    written = copy / "results" / "quick"
+    assert json.loads((written / "benchmark.json").read_text())["settings"]["quick"]
+    assert json.loads((written / "benchmark.json").read_text())["conv"]["settings"]["quick"]
+    assert (written / "benchmark_scaling.png").is_file() and (written / "epoch_profile.md").is_file()
+    assert "Smoke run" in (written / "benchmark.md").read_text()

@@ -1,4 +1,4 @@
-"""Tests for common.nn.conv: Conv2D against a direct loop and finite differences (float64), MaxPool2D's
+"""Tests for common.nn.conv: Conv2D against the textbook loop (common.nn.reference) and finite differences (float64), MaxPool2D's
 one-element-per-window gradient and its tie rule, Flatten, a small conv net end to end, dtypes, and the
 first-layer shortcut."""
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.nn import reference
 from common.nn.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from common.nn.gradcheck import numerical_gradient, numerical_gradient_of_output, rel_error
 from common.nn.init import init_weights
@@ -27,32 +28,17 @@ def conv_weights(k: int, c_in: int, c_out: int, rng: np.random.Generator) -> np.
     return init_weights("he", k * k * c_in, c_out, rng).reshape(k, k, c_in, c_out)
 
 
-def naive_conv(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, pad: int) -> np.ndarray:
-    """The textbook definition, one output number at a time."""
-    batch, height, width, _ = x.shape
-    k, c_out = weights.shape[0], weights.shape[3]
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out_h, out_w = height + 2 * pad - k + 1, width + 2 * pad - k + 1
-    out = np.zeros((batch, out_h, out_w, c_out))
-    for n in range(batch):
-        for h in range(out_h):
-            for w in range(out_w):
-                for f in range(c_out):
-                    out[n, h, w, f] = np.sum(xp[n, h:h + k, w:w + k, :] * weights[:, :, :, f]) + bias[f]
-    return out
-
-
 # -- Conv2D ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("k, c_in, size", [(3, 1, 7), (5, 3, 9), (3, 3, 8)])
-def test_conv_forward_matches_direct_loop(padding, k, c_in, size):
-    """Conv2D forward equals the direct sum over every window, for both paddings."""
+def test_conv_forward_matches_the_textbook_loop(padding, k, c_in, size):
+    """Conv2D forward equals reference.conv_forward, the direct sum over every window, for both paddings."""
     rng = np.random.default_rng(0)
     layer = make_conv(rng, k, c_in, 4, padding)
     x = rng.standard_normal((2, size, size + 2, c_in))
     out = layer.forward(x, training=True)
     pad = (k - 1) // 2 if padding == "same" else 0
-    expected = naive_conv(x, layer.params["W"], layer.params["b"], pad)
+    expected = reference.conv_forward(x, layer.params["W"], layer.params["b"], pad)
     assert out.shape == expected.shape
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.forward(x, training=False), expected, rtol=1e-12, atol=1e-12)
@@ -130,7 +116,7 @@ def test_conv_forward_is_right_again_after_other_shapes_and_modes():
         layer = make_conv(rng, k, c_in, 3, "valid")
         for batch, training in ((2, True), (2, True), (3, False), (3, True), (2, False), (2, True)):
             x = rng.standard_normal((batch, size, size, c_in))
-            expected = naive_conv(x, layer.params["W"], layer.params["b"], 0)
+            expected = reference.conv_forward(x, layer.params["W"], layer.params["b"], 0)
             np.testing.assert_allclose(layer.forward(x, training=training), expected, rtol=1e-12, atol=1e-12)
 
 

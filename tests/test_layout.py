@@ -22,14 +22,18 @@ def python_files(*folders: str) -> list[Path]:
     return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Top-level names of every module ``path`` imports (``from . import x`` counts as the package itself)."""
+def imported_modules(path: Path, with_names: bool = False) -> set[str]:
+    """Every module ``path`` imports (``from . import x`` counts as the package itself); ``with_names``
+    adds ``m.x`` for each ``from m import x``, in case ``x`` is a module."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            names.add("common.nn" if node.level else node.module)
+            module = "common.nn" if node.level else node.module
+            names.add(module)
+            if with_names:
+                names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -143,3 +147,86 @@ def test_every_code_path_and_name_a_document_mentions_exists(doc: Path):
         assert (REPO / path).is_file(), f"{doc.name} mentions {path}, which does not exist"
     for name in set(re.findall(r"`(common(?:\.\w+)+)`", text)):
         resolve(name)  # raises if the module or attribute is gone
+
+
+def test_importing_the_suite_changes_nothing_in_the_process_environment():
+    """No import side effects: ``os.environ`` is the same after importing every module of the suite."""
+    script = ("import os; before = dict(os.environ)\n"
+              "import common, common.nn, common.nn.network, common.nn.train, common.protocol, common.runner, "
+              "common.blas, common.robustness, common.predict\n"
+              "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENBLAS")})
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_blas_setting_is_an_explicit_call_that_leaves_the_environment_alone():
+    """``common.blas.configure()`` makes the loaded OpenBLAS rest its threads after 2**20 cycles, without
+    touching ``os.environ``; before the call OpenBLAS runs with its default."""
+    script = ("import os; before = dict(os.environ)\n"
+              "from common import blas\n"
+              "if not blas.loaded_openblas(): print('no openblas'); raise SystemExit\n"
+              "assert blas.thread_timeout() == 0, blas.thread_timeout()\n"
+              "assert blas.configure() and blas.thread_timeout() == blas.THREAD_TIMEOUT\n"
+              "import numpy as np; a = np.ones((300, 300), np.float32); assert (a @ a)[0, 0] == 300\n"
+              "assert dict(os.environ) == before\n"
+              "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENBLAS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("ok", "no openblas")
+
+
+def test_no_import_is_kept_for_its_side_effect():
+    """No ``import x  # noqa`` lines: a module is imported for what it defines, never for what importing it does."""
+    offenders = [f"{p.relative_to(REPO)}: {line.strip()}"
+                 for p in python_files(*SCRIPT_FOLDERS)
+                 for line in p.read_text(encoding="utf-8").splitlines()
+                 if re.match(r"\s*(import|from)\s", line) and "noqa" in line]
+    assert not offenders, offenders
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(REPO).with_suffix("")
+    parts = relative.parts[1:] if relative.parts[0] == "benchmarks" else relative.parts  # benchmarks import by name
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_circular_imports_anywhere():
+    """The import graph of common/, experiments/ and benchmarks/ (imports inside functions included:
+    a cycle hidden by deferring an import is still a cycle) has no cycle."""
+    files = python_files("common", "experiments", "benchmarks")
+    names = {module_name(path): path for path in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        targets = set()
+        for imported in imported_modules(path, with_names=True):
+            while imported and imported not in names:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                raise AssertionError(" -> ".join(trail[trail.index(target):] + [target]) if target in trail
+                                     else f"{node} -> {target}")
+            if target not in state:
+                visit(target, trail + [target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: p.name)
+def test_the_core_speaks_of_networks_not_of_the_command_line(path: Path):
+    """No option names, scripts or stages in the numeric core's messages, docstrings or comments: the
+    callers (the stage runner, the experiments) add the hint that names their own options."""
+    text = path.read_text(encoding="utf-8")
+    found = re.findall(r"(?<![\w-])--[a-z][\w-]*|\bstages?/\S+|\bstage \d\d\b|\brun_cli\b", text)
+    assert not found, f"{path.relative_to(REPO)}: {found}"

@@ -17,7 +17,7 @@ from mnist_available import needs_mnist
 from common.data import load_mnist
 from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
-from common.nn.optimizers import Adam, GradientDescent
+from common.nn.optimizers import Adam, GradientDescent, ParamGroup
 from common.nn.schedules import cosine
 from common.paths import DEFAULT_DATA_DIR, REPO_ROOT, RESULTS_DIR
 from common.stages import load_specs
@@ -46,7 +46,7 @@ def twin_networks() -> tuple[Network, Network]:
     gets first-layer weights W' = 255 W, to be fed pixels in [0, 1]."""
     raw, unit = (Network.from_sizes([784, 16, 10], np.random.default_rng(0), init="normal", init_scale=0.001,
                                     dtype="float64") for _ in range(2))
-    next(unit.dense_layers()).params["W"] *= 255.0
+    next(unit.weighted_layers()).params["W"] *= 255.0
     return raw, unit
 
 
@@ -72,16 +72,16 @@ def test_one_step_of_rate_eta_on_raw_pixels_is_rate_255_squared_eta_on_the_first
     assert loss_raw == pytest.approx(loss_unit, rel=1e-12)
     raw.backward(dlogits_raw)
     unit.backward(dlogits_unit)
-    raw_layers, unit_layers = list(raw.dense_layers()), list(unit.dense_layers())
+    raw_layers, unit_layers = list(raw.weighted_layers()), list(unit.weighted_layers())
     # dW = X_raw^T dZ = 255 X^T dZ = 255 dW'; every other gradient is the same
     np.testing.assert_allclose(raw_layers[0].grads["W"], 255.0 * unit_layers[0].grads["W"], rtol=1e-10, atol=1e-15)
     assert np.abs(raw_layers[0].grads["W"]).max() > 0
 
     eta = 0.002  # stage 01's rate
-    GradientDescent(eta).step(raw.parameters(fused=False))
-    unit_params = unit.parameters(fused=False)
-    GradientDescent(255**2 * eta).step([p for p in unit_params if p[0] == "0.W"])
-    GradientDescent(eta).step([p for p in unit_params if p[0] != "0.W"])
+    GradientDescent(eta).step([ParamGroup(*named) for named in raw.named_parameters()])
+    unit_params = [ParamGroup(*named) for named in unit.named_parameters()]
+    GradientDescent(255**2 * eta).step([p for p in unit_params if p.name == "0.W"])
+    GradientDescent(eta).step([p for p in unit_params if p.name != "0.W"])
 
     np.testing.assert_allclose(unit_layers[0].params["W"], 255.0 * raw_layers[0].params["W"], rtol=1e-12, atol=1e-13)
     for key in ("b",):
@@ -119,7 +119,8 @@ def test_optimizers_decay_before_the_step(optimizer):
     """lr * weight_decay = 0.05 and a first step of 0.3 (gradient descent: 0.1 * 3; Adam's first step is
     lr * g / |g|): decaying first gives 0.65, decaying after would give 0.665. Biases are not decayed."""
     weights, bias = np.array([1.0]), np.array([1.0])
-    optimizer.step([("W", weights, np.array([3.0])), ("b", bias, np.array([3.0]))])
+    optimizer.step([ParamGroup("weights", weights, np.array([3.0]), decay=True),
+                    ParamGroup("biases", bias, np.array([3.0]), decay=False)])
     assert weights[0] == pytest.approx(0.65, abs=1e-7)
     assert bias[0] == pytest.approx(0.7, abs=1e-7)
 
@@ -265,10 +266,10 @@ def test_stage_06_parameter_and_multiply_add_counts():
     assert stage06.layers == ("reshape 28x28x1", "conv 32 5x5 valid", "maxpool", "relu", "conv 64 5x5 valid",
                               "maxpool", "relu", "flatten", "dense 256", "relu", "dense 10")
     walked = walk_layers(784, stage06.layers)
-    weighted = [layer for layer in walked if layer.params]
-    params = [math.prod(layer.params["W"]) + math.prod(layer.params["b"]) for layer in weighted]
+    weighted = [layer for layer in walked if layer.param_shapes]
+    params = [math.prod(layer.param_shapes["W"]) + math.prod(layer.param_shapes["b"]) for layer in weighted]
     # a conv weight is used at every output position; a dense weight once
-    madds = [math.prod(layer.params["W"]) * (math.prod(layer.out_shape[:2]) if layer.kind == "conv" else 1)
+    madds = [math.prod(layer.param_shapes["W"]) * (math.prod(layer.out_shape[:2]) if layer.kind == "conv" else 1)
              for layer in weighted]
     assert params == [832, 51_264, 262_400, 2_570] and sum(params) == 317_066
     assert madds == [460_800, 3_276_800, 262_144, 2_560] and sum(madds) == 4_002_304

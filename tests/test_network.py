@@ -20,14 +20,14 @@ def test_network_gradients_match_finite_differences(activation):
     """Backprop through a 7-6-5-4 float64 network: every W and b gradient agrees with finite differences of the loss."""
     rng = np.random.default_rng(10)
     net = Network.from_sizes([7, 6, 5, 4], rng, activation=activation, dtype="float64")
-    for layer in net.dense_layers():  # non-zero biases so their gradients are exercised too
+    for layer in net.weighted_layers():  # non-zero biases so their gradients are exercised too
         layer.params["b"][...] = rng.standard_normal(layer.params["b"].shape) * 0.1
     x = rng.standard_normal((5, 7))
     y = rng.integers(0, 4, 5)
     loss = lambda: softmax_cross_entropy(net.forward(x, training=False), y)[0]  # noqa: E731
     _, dlogits = softmax_cross_entropy(net.forward(x, training=False), y)
     net.backward(dlogits)
-    params = net.parameters(fused=False)
+    params = net.named_parameters()
     assert [name for name, _, _ in params] == ["0.W", "0.b", "1.W", "1.b", "2.W", "2.b"]
     analytic = {name: grad.copy() for name, _, grad in params}
     for name, param, _ in params:
@@ -41,9 +41,9 @@ def test_mnist_sized_network_layout():
     assert net.num_parameters == 109_386
     assert net.architecture.num_parameters == 109_386
     assert net.flat_params.dtype == np.float32 and net.flat_grads.dtype == np.float32
-    for _, param, grad in net.parameters(fused=False):
+    for _, param, grad in net.named_parameters():
         assert param.dtype == np.float32 and grad.dtype == np.float32
-    dense = list(net.dense_layers())
+    dense = list(net.weighted_layers())
     assert [layer.params["W"].shape for layer in dense] == [(784, 128), (128, 64), (64, 10)]
     assert dense[0].needs_input_grad is False and dense[1].needs_input_grad is True
     for layer in dense:
@@ -53,14 +53,14 @@ def test_mnist_sized_network_layout():
 def test_parameters_are_views_into_flat_buffers():
     """Writing into a layer's W or b changes flat_params; grads alias flat_grads; fused views cover all."""
     net = Network.from_sizes([5, 4, 3], np.random.default_rng(1))
-    dense = list(net.dense_layers())
+    dense = list(net.weighted_layers())
     dense[1].params["W"][0, 0] = 123.0
     dense[0].params["b"][2] = -7.0
     assert 123.0 in net.flat_params and -7.0 in net.flat_params
-    for _, param, grad in net.parameters(fused=False):
+    for _, param, grad in net.named_parameters():
         assert np.shares_memory(param, net.flat_params)
         assert np.shares_memory(grad, net.flat_grads)
-    (_, w, gw), (_, b, gb) = net.parameters(fused=True)
+    (_, w, gw, _), (_, b, gb, _) = net.parameter_groups()
     assert w.size == 5 * 4 + 4 * 3 and b.size == 4 + 3
     assert w.size + b.size == net.flat_params.size
     net.flat_params[:] = 0.5
@@ -70,7 +70,7 @@ def test_parameters_are_views_into_flat_buffers():
 def test_he_init_std():
     """He init: std of a large layer's weights is close to sqrt(2 / fan_in), mean close to 0."""
     net = Network.from_sizes([784, 256, 10], np.random.default_rng(2), init="he")
-    w = next(net.dense_layers()).params["W"]  # 200,704 draws: the std estimate is good to ~0.2 %
+    w = next(net.weighted_layers()).params["W"]  # 200,704 draws: the std estimate is good to ~0.2 %
     assert w.std() == pytest.approx(math.sqrt(2 / 784), rel=0.02)
     assert abs(w.mean()) < 0.01 * math.sqrt(2 / 784)
 
@@ -79,10 +79,10 @@ def test_xavier_and_normal_init_std():
     """Xavier: std sqrt(2 / (fan_in + fan_out)); normal with scale 0.001: std 0.001 (default 0.01)."""
     rng = np.random.default_rng(3)
     net = Network.from_sizes([600, 300, 10], rng, init="xavier")
-    w = next(net.dense_layers()).params["W"]
+    w = next(net.weighted_layers()).params["W"]
     assert w.std() == pytest.approx(math.sqrt(2 / 900), rel=0.02)
     net = Network.from_sizes([600, 300, 10], rng, init="normal", init_scale=0.001)
-    w = next(net.dense_layers()).params["W"]
+    w = next(net.weighted_layers()).params["W"]
     assert w.std() == pytest.approx(0.001, rel=0.02)
     assert init_weights("normal", 400, 300, rng).std() == pytest.approx(0.01, rel=0.02)
 
@@ -123,7 +123,7 @@ def test_forward_matches_manual_computation():
     rng = np.random.default_rng(8)
     net = Network.from_sizes([5, 4, 3], rng, dtype="float64")
     net.flat_params[:] = rng.standard_normal(net.flat_params.size)
-    (w0, b0), (w1, b1) = [(layer.params["W"], layer.params["b"]) for layer in net.dense_layers()]
+    (w0, b0), (w1, b1) = [(layer.params["W"], layer.params["b"]) for layer in net.weighted_layers()]
     x = rng.standard_normal((2, 5))
     np.testing.assert_allclose(net.forward(x), np.maximum(x @ w0 + b0, 0) @ w1 + b1, rtol=1e-12)
 

@@ -11,7 +11,7 @@ import pytest
 from common.nn import parallel
 from common.nn.conv import Conv2D, MaxPool2D
 from common.nn.layers import ReLU
-from common.nn.optimizers import Adam
+from common.nn.optimizers import Adam, ParamGroup
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_threaded_adam_gives_exactly_the_single_thread_numbers(monkeypatch):
         param = rng.standard_normal(1001).astype(np.float32)
         optimizer = Adam(lr=0.01, weight_decay=0.1)
         for _ in range(3):
-            optimizer.step([("W", param, rng.standard_normal(1001).astype(np.float32))])
+            optimizer.step([ParamGroup("weights", param, rng.standard_normal(1001).astype(np.float32), decay=True)])
         return param
 
     single = run()

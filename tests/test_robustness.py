@@ -217,7 +217,7 @@ def test_a_raw_model_is_attacked_in_its_own_pixel_scale(toy_model):
 def test_the_gradient_pass_gives_the_test_time_logits_even_with_dropout():
     network = Network.from_sizes([784, 32, 10], np.random.default_rng(0), input_dropout=0.2, hidden_dropout=0.5)
     images, _ = toy_data(50)
-    assert np.array_equal(robustness.forward_for_gradient(network, images), network.forward(images))
+    assert np.array_equal(network.forward(images, keep_for_backward=True), network.forward(images))
 
 
 # -- saliency --------------------------------------------------------------------------------------

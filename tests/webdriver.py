@@ -138,7 +138,7 @@ class WebDriver:
         """End the session and the driver (the driver closes its browser)."""
         try:
             if self.session:
-                self.command("DELETE", "")
+                self.command("DELETE", f"/session/{self.session}")  # closes the browser; no trailing slash
         except (OSError, WebDriverError):
             pass
         finally:

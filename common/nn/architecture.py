@@ -5,21 +5,24 @@ Two ways to describe a network, both saved as they are in a model file's header:
 * a multilayer perceptron is its layer sizes, ``Architecture(sizes=(784, 128, 64, 10))``: each
   hidden layer is ``Dense -> activation (-> Dropout)`` and the last ``Dense`` gives the logits;
 * any other network is a list of layers, one short string each, with ``sizes`` giving only the
-  input and output sizes. Stage 06, for example::
+  input and output sizes. A small convolutional network, for example::
 
-      Architecture(sizes=(784, 10), layers=("reshape 28x28x1", "conv 32 5x5 valid", "relu",
-                   "maxpool", "conv 64 5x5 valid", "relu", "maxpool", "flatten",
+      Architecture(sizes=(784, 10), layers=("reshape 28x28x1", "conv 32 5x5 valid", "maxpool",
+                   "relu", "conv 64 5x5 valid", "maxpool", "relu", "flatten",
                    "dense 256", "relu", "dense 10"))
 
 The layer strings: ``reshape HxWxC`` (rows of pixels back into images), ``conv F KxK valid`` or
 ``same`` (F filters of K x K), ``maxpool`` (2x2, stride 2), ``flatten``, ``dense N``, ``relu``,
-``tanh``, ``sigmoid`` and ``dropout P``. :func:`walk_layers` follows the shape of one example
-through them, which both checks a description and gives every parameter's shape.
+``tanh``, ``sigmoid`` and ``dropout P``. A perceptron's sizes mean the same as the layer strings
+:meth:`Architecture.layer_strings` spells out, so every network is built by one path. :func:`walk_layers`
+follows the shape of one example through the layers, which both checks a description and gives
+every parameter's shape; an ``Architecture`` walks its layers once and keeps the result (``walk``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from common.nn.errors import UserError
@@ -36,7 +39,7 @@ class LayerShape(NamedTuple):
     args: tuple
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    params: dict[str, tuple[int, ...]]
+    param_shapes: dict[str, tuple[int, ...]]
 
 
 def _dims(text: str, count: int, layer: str) -> tuple[int, ...]:
@@ -82,7 +85,7 @@ def walk_layers(input_size: int, layers: tuple[str, ...]) -> list[LayerShape]:
     walked = []
     for text in layers:
         kind, args = parse_layer(text)
-        params: dict[str, tuple[int, ...]] = {}
+        param_shapes: dict[str, tuple[int, ...]] = {}
         if kind == "reshape":
             if len(shape) != 1 or math.prod(args) != shape[0]:
                 raise UserError(f"layer {text!r}: cannot reshape {shape} into {args}")
@@ -96,7 +99,7 @@ def walk_layers(input_size: int, layers: tuple[str, ...]) -> list[LayerShape]:
             if height - lost < 1 or width - lost < 1:
                 raise UserError(f"layer {text!r}: a {k}x{k} kernel does not fit in {height}x{width} images")
             out = (height - lost, width - lost, filters)
-            params = {"W": (k, k, channels, filters), "b": (filters,)}
+            param_shapes = {"W": (k, k, channels, filters), "b": (filters,)}
         elif kind == "maxpool":
             if shape[0] < 2 or shape[1] < 2:
                 raise UserError(f"layer {text!r}: cannot pool {shape[0]}x{shape[1]} images")
@@ -107,10 +110,10 @@ def walk_layers(input_size: int, layers: tuple[str, ...]) -> list[LayerShape]:
             if len(shape) != 1:
                 raise UserError(f"layer {text!r} needs vectors, but gets {shape}; put 'flatten' before it")
             out = args
-            params = {"W": (shape[0], args[0]), "b": (args[0],)}
+            param_shapes = {"W": (shape[0], args[0]), "b": (args[0],)}
         else:  # activations and dropout keep the shape
             out = shape
-        walked.append(LayerShape(kind, args, shape, out, params))
+        walked.append(LayerShape(kind, args, shape, out, param_shapes))
         shape = out
     return walked
 
@@ -137,19 +140,38 @@ class Architecture:
                 raise UserError(f"{name} dropout must be in [0, 1), got {rate}")
         if self.dtype not in ("float32", "float64"):
             raise UserError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.layers and len(self.sizes) != 2:
+            raise UserError(f"a network given as layers takes sizes (inputs, outputs), got {list(self.sizes)}")
+        walked = self.walk
+        if walked[-1].kind != "dense" or walked[-1].out_shape != (self.sizes[-1],):
+            raise UserError(f"the last layer must be 'dense {self.sizes[-1]}' (the logits), got {self.layers[-1]!r}")
+
+    def layer_strings(self) -> tuple[str, ...]:
+        """The layers, as strings: ``layers`` as given, or a perceptron's spelt out, e.g. ``(784, 128, 10)``
+        with input dropout 0.2 -> ``("dropout 0.2", "dense 128", "relu", "dense 10")``."""
         if self.layers:
-            if len(self.sizes) != 2:
-                raise UserError(f"a network given as layers takes sizes (inputs, outputs), got {list(self.sizes)}")
-            walked = walk_layers(self.sizes[0], self.layers)
-            if walked[-1].kind != "dense" or walked[-1].out_shape != (self.sizes[1],):
-                raise UserError(f"the last layer must be 'dense {self.sizes[1]}' (the logits), got {self.layers[-1]!r}")
+            return self.layers
+        strings = [f"dropout {float(self.input_dropout)!r}"] if self.input_dropout else []
+        for index, width in enumerate(self.sizes[1:], start=1):
+            strings.append(f"dense {width}")
+            if index < len(self.sizes) - 1:
+                strings.append(self.activation)
+                if self.hidden_dropout:
+                    strings.append(f"dropout {float(self.hidden_dropout)!r}")
+        return tuple(strings)
+
+    @cached_property
+    def walk(self) -> tuple[LayerShape, ...]:
+        """Every layer, parsed and shaped (:func:`walk_layers`), computed once."""
+        return tuple(walk_layers(self.sizes[0], self.layer_strings()))
+
+    def param_shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """The parameter shapes of every layer with parameters, first to last: ``[{"W": ..., "b": ...}, ...]``."""
+        return [layer.param_shapes for layer in self.walk if layer.param_shapes]
 
     @property
     def num_parameters(self) -> int:
-        if self.layers:
-            return sum(math.prod(shape) for layer in walk_layers(self.sizes[0], self.layers)
-                       for shape in layer.params.values())
-        return sum(n_in * n_out + n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+        return sum(math.prod(shape) for shapes in self.param_shapes() for shape in shapes.values())
 
     def describe(self) -> str:
         """E.g. ``784-128-64-10 relu`` (plus dropout rates when there are any), or for layers
@@ -165,7 +187,7 @@ class Architecture:
         parts: list[str] = []
         chain: list[int] = []  # the sizes of a run of dense layers, flatten's output first
         activations: list[str] = []
-        for layer in walk_layers(self.sizes[0], self.layers):
+        for layer in self.walk:
             if layer.kind == "conv":
                 filters, k, padding = layer.args
                 parts.append(f"conv{k}x{k}x{filters}" + (" same" if padding == "same" else ""))

@@ -1,14 +1,14 @@
 """The errors the core raises for problems a user can fix (as opposed to bugs).
 
-A :class:`UserError` carries one line that says what is wrong and, where possible, what to do;
-the command-line wrapper (``common.cli.run_cli``) prints it as ``error: ...`` and exits with
-code 2 instead of showing a traceback.
+A :class:`UserError` carries one line that says what is wrong and, where possible, what to do.
+Whoever calls the core decides how to show it; the suite's command-line scripts print it as
+``error: ...`` and exit with a non-zero code instead of showing a traceback.
 """
 from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with the input (options, data files, settings) that the user can fix.
+    """A problem with the input (settings, data, a saved network) that the user can fix.
 
     The message must be one line that says what is wrong and, where possible, what to do.
     """

@@ -3,12 +3,16 @@
 Conventions (as in CS231n's ``layers.py``, and the same for every layer):
 
 * a batch is a matrix with one example per row: ``x`` has shape ``(B, fan_in)``;
-* ``forward(x, training)`` returns the output and keeps what ``backward`` needs;
+* ``forward(x, training=False, keep_for_backward=False)`` returns the output. ``training``: the
+  network is being trained, so dropout drops and the layer keeps what ``backward`` needs;
+  ``keep_for_backward``: keep that outside training too (for the gradient of the network as it
+  predicts). A layer whose keeping costs nothing (a reference to its input) keeps it always;
 * ``backward(dout)`` takes dLoss/dOutput (same shape as the output), fills ``self.grads`` and
   returns dLoss/dInput (same shape as ``x``);
 * ``params`` and ``grads`` are dicts with matching keys (``"W"``, ``"b"``); activations have none.
 
-The maths of each backward pass is in ``docs/math.md``.
+Each layer computes what its ``Textbook:`` function in ``common.nn.reference`` computes (the tests
+check that they agree); the maths of each backward pass is in ``docs/math.md``.
 """
 from __future__ import annotations
 
@@ -18,13 +22,13 @@ from common.nn import parallel
 
 
 class Layer:
-    """Base class: a differentiable map from ``(B, n_in)`` to ``(B, n_out)``."""
+    """Base class: a differentiable map of a batch, ``(B, ...) -> (B, ...)``."""
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -49,8 +53,8 @@ class Dense(Layer):
         self._x: np.ndarray | None = None
         self._ones: np.ndarray | None = None  # (B,) ones: db = ones @ dout is a fast BLAS call
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """``x (B, fan_in)`` -> ``z (B, fan_out)``."""
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
+        """``x (B, fan_in)`` -> ``z (B, fan_out)``. Textbook: ``reference.dense_forward``."""
         self._x = x
         z = x @ self.params["W"]
         z += self.params["b"]  # in place: no second (B, fan_out) temporary
@@ -59,15 +63,14 @@ class Dense(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """``dout (B, fan_out)`` -> ``dx (B, fan_in)``; fills ``grads["W"]`` and ``grads["b"]``.
 
-        Textbook: ``dW = x.T @ dout``, ``db = dout.sum(axis=0)``, ``dx = dout @ W.T``. Here ``dW`` is
-        written straight into its slot of the network's gradient buffer (``out=``), and ``db`` is
-        computed as ``ones(B) @ dout``: the same column sums as one BLAS call, about 3x faster.
+        Textbook: ``reference.dense_backward``. Here ``dW`` is written straight into its slot of the
+        network's gradient buffer (``out=``), and ``db`` is computed as ``ones(B) @ dout``: the same
+        column sums as one BLAS call, about 3x faster than ``dout.sum(axis=0)``.
         """
-        x = self._x
-        np.matmul(x.T, dout, out=self.grads["W"])
+        np.matmul(self._x.T, dout, out=self.grads["W"])
         if self._ones is None or self._ones.shape[0] != len(dout):
             self._ones = np.ones(len(dout), dtype=dout.dtype)
-        np.matmul(self._ones, dout, out=self.grads["b"])  # the column sums of dout, 3x faster than sum(axis=0)
+        np.matmul(self._ones, dout, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
         return dout @ self.params["W"].T
@@ -76,34 +79,30 @@ class Dense(Layer):
 class ReLU(Layer):
     """``max(0, x)``; its derivative is 1 where the output is positive, else 0.
 
-    Textbook: ``out = np.maximum(x, 0)`` and ``dx = dout * (out > 0)``. Here the same lines on
-    slices of the batch, split across threads when the arrays are large (``common.nn.parallel``).
+    Textbook: ``reference.relu_forward`` and ``reference.relu_backward``, on every core
+    (``parallel.elementwise``). It gates on its output: ``out > 0`` exactly where ``x > 0``.
     """
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        out = np.empty_like(x)
-
-        def relu(rows: slice) -> None:
-            np.maximum(x[rows], 0, out=out[rows])
-
-        parallel.for_slices(relu, len(x), x.size)
-        self._out = out
-        return out
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
+        self._out = parallel.elementwise(np.maximum, x, 0)
+        return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx = np.empty_like(dout)
+        return parallel.elementwise(gate, dout, self._out)
 
-        def gate(rows: slice) -> None:
-            np.multiply(dout[rows], self._out[rows] > 0, out=dx[rows])
 
-        parallel.for_slices(gate, len(dout), dout.size)
-        return dx
+def gate(dout: np.ndarray, relu_out: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``dout * (relu_out > 0)`` into ``out``: ReLU's backward, as one element-wise step for the threads."""
+    return np.multiply(dout, relu_out > 0, out=out)
 
 
 class Tanh(Layer):
-    """``tanh(x)``; derivative ``1 - tanh(x)**2`` (the first source design wrote ``np.tan``: a bug)."""
+    """``tanh(x)``; derivative ``1 - tanh(x)**2`` (the first source design wrote ``np.tan``: a bug).
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    Textbook: ``reference.tanh_forward`` and ``reference.tanh_backward``, the same lines.
+    """
+
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
         self._out = np.tanh(x)
         return self._out
 
@@ -118,9 +117,12 @@ def stable_sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Sigmoid(Layer):
-    """Logistic sigmoid, computed stably; derivative ``s * (1 - s)``."""
+    """Logistic sigmoid, computed stably; derivative ``s * (1 - s)``.
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    Textbook: ``reference.sigmoid_forward`` and ``reference.sigmoid_backward``, the same lines.
+    """
+
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
         self._out = stable_sigmoid(x)
         return self._out
 
@@ -130,8 +132,10 @@ class Sigmoid(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: in training, zero each input with probability ``rate`` and scale the
-    survivors by ``1 / (1 - rate)`` so the expected activation is unchanged; at test time the
+    survivors by ``1 / (1 - rate)`` so the expected activation is unchanged; otherwise the
     identity. The mask comes from the ``numpy.random.Generator`` given at construction.
+
+    Textbook: ``reference.dropout_forward`` and ``reference.dropout_backward``, the same numbers.
     """
 
     def __init__(self, rate: float, rng: np.random.Generator) -> None:
@@ -142,7 +146,7 @@ class Dropout(Layer):
         self.rng = rng
         self._mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
         if not training or self.rate == 0.0:
             self._mask = None
             return x

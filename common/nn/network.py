@@ -3,28 +3,78 @@ as ``[784, 128, 64, 10]`` for a perceptron, or a list of layers (``common.nn.arc
 
 All parameters live in one contiguous buffer (weights first, then biases) and every layer's
 ``params`` / ``grads`` entries are views into it. The layers do not know or care; the optimizer
-gets two long vectors instead of six small arrays, which makes its update a handful of NumPy
-calls per step instead of dozens (see ``benchmarks/``).
+gets one or two long vectors instead of six small arrays, which makes its update a handful of
+NumPy calls per step instead of dozens (see ``benchmarks/``).
+
+Which classes the layers are is a :class:`LayerKit`: the fast ones by default (``FAST_LAYERS``),
+or the textbook's (``common.nn.textbook``), which compute the same numbers the plain way.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from common.nn.architecture import Architecture, walk_layers
+from common.nn.architecture import Architecture
 from common.nn.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from common.nn.init import init_weights
 from common.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
 from common.nn.loss import softmax
-from common.nn.optimizers import Parameter
+from common.nn.optimizers import ParamGroup
 
-__all__ = ["Architecture", "Network"]
+__all__ = ["Architecture", "FAST_LAYERS", "LayerKit", "Network"]
 
 # Rows per inference chunk for a convolutional network, whose patch matrices are far larger per
-# image than a perceptron's activations (stage 06's second layer: 200 KB per image).
+# image than a perceptron's activations (a 5x5 convolution over 32 channels: 200 KB per image).
 CONV_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class LayerKit:
+    """The classes a network's layers are made of, by layer kind (``Reshape`` and ``Flatten``, which
+    do no arithmetic, are shared)."""
+
+    name: str
+    dense: Callable[[np.ndarray, np.ndarray], Layer]
+    conv: Callable[[np.ndarray, np.ndarray, str], Layer]
+    maxpool: Callable[[], Layer]
+    dropout: Callable[[float, np.random.Generator], Layer]
+    activations: Mapping[str, Callable[[], Layer]]
+
+
+FAST_LAYERS = LayerKit("fast", Dense, Conv2D, MaxPool2D, Dropout, ACTIVATIONS)
+
+
+def build_layers(architecture: Architecture, rng: np.random.Generator, init: str = "he",
+                 init_scale: float | None = None, kit: LayerKit = FAST_LAYERS) -> list[Layer]:
+    """The layers ``architecture`` describes (``architecture.walk``), weights drawn from ``rng`` in order.
+
+    Every layer with weights draws a ``(fan_in, fan_out)`` matrix from the initialiser called
+    ``init`` (in float64, then cast, so a seed gives the same start in float32 and float64), with
+    ``fan_in`` the inputs one output sees (``K*K*C_in`` for a ``conv F KxK`` layer, reshaped to
+    ``(K, K, C_in, F)``); biases start at 0. Dropout layers draw their masks from ``rng`` too.
+    """
+    dtype = np.dtype(architecture.dtype)
+    layers: list[Layer] = []
+    for shape in architecture.walk:
+        if shape.param_shapes:
+            w_shape, (fan_out,) = shape.param_shapes["W"], shape.param_shapes["b"]
+            weights = init_weights(init, math.prod(w_shape[:-1]), fan_out, rng, init_scale)
+            weights, bias = weights.reshape(w_shape).astype(dtype), np.zeros(fan_out, dtype=dtype)
+            layers.append(kit.dense(weights, bias) if shape.kind == "dense" else kit.conv(weights, bias, shape.args[2]))
+        elif shape.kind == "reshape":
+            layers.append(Reshape(shape.args))
+        elif shape.kind == "flatten":
+            layers.append(Flatten())
+        elif shape.kind == "maxpool":
+            layers.append(kit.maxpool())
+        elif shape.kind == "dropout":
+            layers.append(kit.dropout(shape.args[0], rng))
+        else:
+            layers.append(kit.activations[shape.kind]())
+    return layers
 
 
 class Network:
@@ -33,29 +83,43 @@ class Network:
     def __init__(self, layers: list[Layer], architecture: Architecture | None = None) -> None:
         self.layers = layers
         self.architecture = architecture
-        if not any(isinstance(layer, Dense) for layer in layers):
-            raise ValueError("a network needs at least one Dense layer")
         weighted = list(self.weighted_layers())
+        if not weighted:
+            raise ValueError("a network needs at least one layer with weights")
         self._first = weighted[0]
         self._first.needs_input_grad = False
         self.dtype = self._first.params["W"].dtype
+        self.num_classes = weighted[-1].params["b"].size
         self._pack(weighted)
         self.chunk_rows = self._chunk_rows()
+
+    @classmethod
+    def from_architecture(cls, architecture: Architecture, rng: np.random.Generator, init: str = "he",
+                          init_scale: float | None = None, kit: LayerKit = FAST_LAYERS) -> "Network":
+        """The network ``architecture`` describes, freshly initialised (:func:`build_layers`)."""
+        return cls(build_layers(architecture, rng, init, init_scale, kit), architecture)
+
+    @classmethod
+    def from_sizes(cls, sizes: list[int], rng: np.random.Generator, activation: str = "relu",
+                   init: str = "he", init_scale: float | None = None, dtype: str = "float32",
+                   input_dropout: float = 0.0, hidden_dropout: float = 0.0) -> "Network":
+        """Shortcut: ``Network.from_sizes([784, 128, 64, 10], rng)``."""
+        architecture = Architecture(tuple(int(n) for n in sizes), activation, input_dropout,
+                                    hidden_dropout, dtype)
+        return cls.from_architecture(architecture, rng, init, init_scale)
 
     def _chunk_rows(self) -> int:
         """Rows per inference chunk: 8,192 for a perceptron; for a convolutional network as many
         as keep its largest patch matrix (``K*K*C_in`` numbers per output pixel) under
         ``CONV_CHUNK_BYTES``."""
-        if not any(isinstance(layer, Conv2D) for layer in self.layers):
-            return 8192
-        if self.architecture is None or not self.architecture.layers:
-            return 256
-        per_row = max(math.prod(layer.params["W"][:-1]) * layer.out_shape[0] * layer.out_shape[1]
-                      for layer in walk_layers(self.architecture.sizes[0], self.architecture.layers)
-                      if layer.kind == "conv")
-        return int(max(1, min(8192, CONV_CHUNK_BYTES // (per_row * self.dtype.itemsize))))
+        walk = self.architecture.walk if self.architecture is not None else ()
+        per_row = [math.prod(layer.param_shapes["W"][:-1]) * layer.out_shape[0] * layer.out_shape[1]
+                   for layer in walk if layer.kind == "conv"]
+        if not per_row:
+            return 256 if any(isinstance(layer, Conv2D) for layer in self.layers) else 8192
+        return int(max(1, min(8192, CONV_CHUNK_BYTES // (max(per_row) * self.dtype.itemsize))))
 
-    def _pack(self, dense: list[Layer]) -> None:
+    def _pack(self, weighted: list[Layer]) -> None:
         """Move every parameter into one buffer (weights, then biases) and rebind views.
 
         Textbook: each layer owns its own ``W`` and ``b`` arrays. Here ``layer.params["W"]`` is a
@@ -63,7 +127,7 @@ class Network:
         exactly as before, but an optimizer can update every weight with one NumPy call per line of
         its rule instead of one per layer.
         """
-        arrays = [(layer, "W") for layer in dense] + [(layer, "b") for layer in dense]
+        arrays = [(layer, "W") for layer in weighted] + [(layer, "b") for layer in weighted]
         total = sum(layer.params[key].size for layer, key in arrays)
         self.flat_params = np.empty(total, dtype=self.dtype)
         self.flat_grads = np.zeros(total, dtype=self.dtype)
@@ -76,48 +140,19 @@ class Network:
             layer.params[key] = view
             layer.grads[key] = self.flat_grads[offset:offset + size].reshape(shape)
             offset += size
-        self._num_weights = sum(layer.params["W"].size for layer in dense)
-
-    @classmethod
-    def from_architecture(cls, architecture: Architecture, rng: np.random.Generator,
-                          init: str = "he", init_scale: float | None = None) -> "Network":
-        """Build ``Dense -> activation (-> Dropout)`` blocks and a final ``Dense`` producing logits.
-
-        Weights come from the initialiser called ``init`` (drawn in float64, then cast, so a seed
-        gives the same starting point in float32 and float64); biases start at 0.
-        """
-        dtype = np.dtype(architecture.dtype)
-        activation = ACTIVATIONS[architecture.activation]
-        layers: list[Layer] = []
-        if architecture.layers:
-            return cls(_build_layers(architecture, rng, init, init_scale), architecture)
-        if architecture.input_dropout:
-            layers.append(Dropout(architecture.input_dropout, rng))
-        pairs = list(zip(architecture.sizes[:-1], architecture.sizes[1:]))
-        for index, (fan_in, fan_out) in enumerate(pairs):
-            weights = init_weights(init, fan_in, fan_out, rng, init_scale).astype(dtype)
-            layers.append(Dense(weights, np.zeros(fan_out, dtype=dtype)))
-            if index < len(pairs) - 1:
-                layers.append(activation())
-                if architecture.hidden_dropout:
-                    layers.append(Dropout(architecture.hidden_dropout, rng))
-        return cls(layers, architecture)
-
-    @classmethod
-    def from_sizes(cls, sizes: list[int], rng: np.random.Generator, activation: str = "relu",
-                   init: str = "he", init_scale: float | None = None, dtype: str = "float32",
-                   input_dropout: float = 0.0, hidden_dropout: float = 0.0) -> "Network":
-        """Shortcut: ``Network.from_sizes([784, 128, 64, 10], rng)``."""
-        architecture = Architecture(tuple(int(n) for n in sizes), activation, input_dropout,
-                                    hidden_dropout, dtype)
-        return cls.from_architecture(architecture, rng, init, init_scale)
+        self._num_weights = sum(layer.params["W"].size for layer in weighted)
 
     # -- the two passes -------------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """``x (B, sizes[0])`` -> logits ``(B, sizes[-1])``. Input is cast to the network's dtype."""
+    def forward(self, x: np.ndarray, training: bool = False, keep_for_backward: bool = False) -> np.ndarray:
+        """``x (B, sizes[0])`` -> logits ``(B, sizes[-1])``. Input is cast to the network's dtype.
+
+        ``training``: dropout drops units, and every layer keeps what ``backward`` needs.
+        ``keep_for_backward``: keep that without training, for the gradient of the network as it
+        predicts (input gradients: adversarial examples, saliency maps).
+        """
         out = np.asarray(x, dtype=self.dtype)
         for layer in self.layers:
-            out = layer.forward(out, training)
+            out = layer.forward(out, training, keep_for_backward)
         return out
 
     def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
@@ -138,29 +173,38 @@ class Network:
         finally:
             self._first.needs_input_grad = False
 
-    # -- parameters -----------------------------------------------------------------------
-    def parameters(self, fused: bool | str = True) -> list[Parameter]:
-        """The ``(name, parameter, gradient)`` triples an optimizer updates.
+    def activations(self, x: np.ndarray) -> list[tuple[Layer, np.ndarray]]:
+        """Every layer with its output for ``x (B, sizes[0])``, first to last, as at prediction time
+        (for figures of what the layers see)."""
+        out, outputs = np.asarray(x, dtype=self.dtype), []
+        for layer in self.layers:
+            out = layer.forward(out)
+            outputs.append((layer, out))
+        return outputs
 
-        ``fused=True``: two long vectors, ``("W", all weights, their grads)`` and ``("b", ...)``
-        (weight decay applies to names ending in ``W``). ``fused="all"``: one vector of everything.
-        ``fused=False``: one triple per layer and key, e.g. ``("0.W", W, dW)``. All alias the same
-        memory, so an element-wise optimizer gives identical results whichever is used.
+    # -- parameters -----------------------------------------------------------------------
+    def parameter_groups(self, decay_weights: bool = True) -> list[ParamGroup]:
+        """What an optimizer updates: views of the one parameter buffer and its gradient.
+
+        ``decay_weights``: two groups, ``"weights"`` (every ``W``, with weight decay) and
+        ``"biases"`` (every ``b``, without); otherwise one group ``"parameters"`` of everything. The
+        rules are element-wise, so either way gives the same numbers without decay; one group is
+        one NumPy call per line of the rule instead of two.
         """
-        if fused == "all":
-            return [("all", self.flat_params, self.flat_grads)]
-        if fused:
-            n = self._num_weights
-            return [("W", self.flat_params[:n], self.flat_grads[:n]),
-                    ("b", self.flat_params[n:], self.flat_grads[n:])]
+        if not decay_weights:
+            return [ParamGroup("parameters", self.flat_params, self.flat_grads, decay=False)]
+        n = self._num_weights
+        return [ParamGroup("weights", self.flat_params[:n], self.flat_grads[:n], decay=True),
+                ParamGroup("biases", self.flat_params[n:], self.flat_grads[n:], decay=False)]
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``[("0.W", W, dW), ("0.b", b, db), ("1.W", ...), ...]``: every layer's arrays, by layer
+        (views of the same buffers; for gradient checks and inspection)."""
         return [(f"{index}.{key}", layer.params[key], layer.grads[key])
                 for index, layer in enumerate(self.weighted_layers()) for key in ("W", "b")]
 
-    def dense_layers(self) -> Iterator[Dense]:
-        return (layer for layer in self.layers if isinstance(layer, Dense))
-
     def weighted_layers(self) -> Iterator[Layer]:
-        """The layers with parameters (``Dense`` and ``Conv2D``), first to last."""
+        """The layers with parameters (dense and convolutional), first to last."""
         return (layer for layer in self.layers if layer.params)
 
     @property
@@ -174,8 +218,7 @@ class Network:
         batch_size = batch_size or self.chunk_rows
         chunks = [softmax(self.forward(x[start:start + batch_size]))
                   for start in range(0, len(x), batch_size)]
-        num_classes = list(self.dense_layers())[-1].params["b"].size
-        return np.concatenate(chunks) if chunks else np.empty((0, num_classes), self.dtype)
+        return np.concatenate(chunks) if chunks else np.empty((0, self.num_classes), self.dtype)
 
     def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Predicted labels ``(N,)`` (argmax of the logits; softmax does not change the order)."""
@@ -183,34 +226,3 @@ class Network:
         labels = [self.forward(x[start:start + batch_size]).argmax(axis=1)
                   for start in range(0, len(x), batch_size)]
         return np.concatenate(labels) if labels else np.empty(0, dtype=np.int64)
-
-
-def _build_layers(architecture: Architecture, rng: np.random.Generator, init: str,
-                  init_scale: float | None) -> list[Layer]:
-    """The layers an ``Architecture`` given as layer strings describes, weights drawn in order.
-
-    A ``conv F KxK`` layer's weights come from the same initialisers as a dense layer's, drawn
-    as a ``(K*K*C_in, F)`` matrix (``fan_in`` = the K*K*C_in inputs one output pixel sees) and
-    reshaped to ``(K, K, C_in, F)``, the shape ``Conv2D`` multiplies patches by.
-    """
-    dtype = np.dtype(architecture.dtype)
-    layers: list[Layer] = []
-    for layer in walk_layers(architecture.sizes[0], architecture.layers):
-        if layer.params:
-            w_shape, fan_out = layer.params["W"], layer.params["b"][0]
-            weights = init_weights(init, int(np.prod(w_shape[:-1])), fan_out, rng, init_scale)
-            weights = weights.reshape(w_shape).astype(dtype)
-            bias = np.zeros(fan_out, dtype=dtype)
-            layers.append(Dense(weights, bias) if layer.kind == "dense"
-                          else Conv2D(weights, bias, layer.args[2]))
-        elif layer.kind == "reshape":
-            layers.append(Reshape(layer.args))
-        elif layer.kind == "maxpool":
-            layers.append(MaxPool2D())
-        elif layer.kind == "flatten":
-            layers.append(Flatten())
-        elif layer.kind == "dropout":
-            layers.append(Dropout(layer.args[0], rng))
-        else:
-            layers.append(ACTIVATIONS[layer.kind]())
-    return layers

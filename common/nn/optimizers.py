@@ -1,11 +1,14 @@
-"""Optimizers behind one small interface: ``optimizer.step(parameters)``.
+"""Optimizers behind one small interface: ``optimizer.step(groups)``.
 
-``parameters`` is a list of ``(name, parameter, gradient)`` triples (``Network.parameters()``).
-Each optimizer keeps its state per parameter, keyed by the triple's name, in buffers of the
-parameter's own shape and dtype, and updates everything in place: no state is shared between
-parameters (a shared cache was a real Adam bug in a well-known project) and no float64
-temporaries are made for float32 parameters (every scalar is a Python float).
-The update rules: ``docs/math.md#gradient-descent-and-mini-batches`` onwards.
+``groups`` is a list of :class:`ParamGroup`: a name, a parameter array, its gradient, and whether
+weight decay applies to it (``Network.parameter_groups()``). Each optimizer keeps its state per
+group, keyed by the group's name, in buffers of the parameter's own shape and dtype, and updates
+everything in place: no state is shared between parameters (a shared cache was a real Adam bug
+in a well-known project) and no float64 temporaries are made for float32 parameters (every
+scalar is a Python float). A step allocates nothing: each line of a rule writes into the state,
+the parameter, or one scratch buffer per group kept beside the state.
+The update rules, as the textbook writes them: ``common.nn.reference`` (``sgd_step``, ...), and
+``docs/math.md#gradient-descent-and-mini-batches`` onwards.
 
 One thing no textbook line shows: every state buffer (Adam's ``m`` and ``v``, a velocity, a
 running square) shrinks by a constant factor at each step where its gradient is zero, and a
@@ -19,14 +22,23 @@ would still have added to a weight is far below its float rounding (``docs/math.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from common.nn import parallel
 from common.nn.errors import UserError
 
-Parameter = tuple[str, np.ndarray, np.ndarray]  # (name, parameter, its gradient): what optimizers update
+
+class ParamGroup(NamedTuple):
+    """What an optimizer updates: ``param`` in place, from ``grad`` (same shape), with decoupled
+    weight decay if ``decay`` (weights, not biases). ``name`` keys the optimizer's state."""
+
+    name: str
+    param: np.ndarray
+    grad: np.ndarray
+    decay: bool = False
+
 
 # Flush tiny state entries to zero every this many steps (the module docstring says why).
 FLUSH_EVERY = 16
@@ -51,70 +63,66 @@ def flush_tiny(buffer: np.ndarray, scratch: np.ndarray) -> None:
 
 
 class Optimizer:
-    """Base class. ``lr`` may be changed between steps (learning-rate schedules do)."""
+    """Base class. ``lr`` may be changed between steps (learning-rate schedules do).
+
+    A subclass gives its state (:meth:`init_state`) and its rule (:meth:`update`); :meth:`step`
+    applies weight decay, the flush and the rule to every group, slice by slice across threads
+    (``parallel.by_rows``): element-wise rules give the same numbers on every core as on one.
+    """
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
         if not (lr > 0 and math.isfinite(lr)):
             raise UserError(f"learning rate must be a positive number, got {lr}")
-        if weight_decay < 0:
-            raise UserError(f"weight decay must be >= 0, got {weight_decay}")
+        if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise UserError(f"weight decay must be a number >= 0, got {weight_decay}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.t = 0  # number of steps taken
         self.state: dict[str, dict[str, np.ndarray]] = {}
+        self.scratch: dict[str, np.ndarray] = {}  # one work buffer per group, outside the rule's state
 
-    def step(self, parameters: Sequence[Parameter]) -> None:
-        """Update every parameter in place from its gradient.
-
-        The rules are element-wise, so a long parameter vector is updated in slices, split across
-        threads (``common.nn.parallel``): the same numbers, on every core instead of one.
-        """
+    def step(self, groups: Sequence[ParamGroup]) -> None:
+        """Update every group's parameter in place from its gradient."""
         self.t += 1
-        for name, param, grad in parameters:
-            state = self.state.get(name)
-            if state is None:
-                state = self.state[name] = self.init_state(param)
-                state["scratch"] = np.empty_like(param)
-            elif state["scratch"].shape != param.shape:
-                raise ValueError(f"parameter {name!r} changed shape between steps")
-            decay = bool(self.weight_decay) and name.endswith("W")
-            parallel.for_slices(self._slice_updater(param, grad, state, decay), len(param), param.size)
+        for group in groups:
+            if group.name not in self.state:
+                self.state[group.name] = self.init_state(group.param)
+                self.scratch[group.name] = np.empty_like(group.param)
+            elif self.scratch[group.name].shape != group.param.shape:
+                raise ValueError(f"parameter group {group.name!r} changed shape between steps")
+            parallel.by_rows(self.step_rows, group.param, group.grad, self.scratch[group.name],
+                             group.decay, **self.state[group.name])
 
-    def _slice_updater(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-                       decay: bool):
-        """``update`` restricted to ``param[rows]`` and the same rows of its gradient and state."""
-        flush = self.t % FLUSH_EVERY == 0
-
-        def update_rows(rows: slice) -> None:
-            if decay:
-                # Decoupled weight decay (AdamW): shrink weights, not biases, outside the gradient step.
-                param[rows] *= 1.0 - self.lr * self.weight_decay
-            rows_state = {key: buffer[rows] for key, buffer in state.items()}
-            if flush:
-                for key, buffer in rows_state.items():
-                    if key != "scratch":
-                        flush_tiny(buffer, rows_state["scratch"])
-            self.update(param[rows], grad[rows], rows_state)
-        return update_rows
+    def step_rows(self, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray, decay: bool,
+                  **state: np.ndarray) -> None:
+        """One step on some rows of a group: decoupled weight decay (AdamW: the weights shrink
+        outside the gradient step), every ``FLUSH_EVERY`` steps the flush, then :meth:`update`."""
+        if decay and self.weight_decay:
+            param *= 1.0 - self.lr * self.weight_decay
+        if self.t % FLUSH_EVERY == 0:
+            for buffer in state.values():
+                flush_tiny(buffer, scratch)
+        self.update(param, grad, scratch, **state)
 
     def init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
+        """The rule's state for one parameter array, by name (e.g. Adam's ``m`` and ``v``)."""
         return {}
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def update(self, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray, **state: np.ndarray) -> None:
+        """The rule, in place: ``param`` and ``state`` updated from ``grad``; ``scratch`` is free memory."""
         raise NotImplementedError
 
 
 class GradientDescent(Optimizer):
-    """``theta -= lr * g``."""
+    """``theta -= lr * g`` (Textbook: ``reference.sgd_step``)."""
 
-    def update(self, param, grad, state):
-        scratch = state["scratch"]
+    def update(self, param, grad, scratch):
         np.multiply(grad, self.lr, out=scratch)
         param -= scratch
 
 
 class Momentum(Optimizer):
-    """Heavy ball: ``v = mu * v + g``; ``theta -= lr * v``."""
+    """Heavy ball: ``v = mu * v + g``; ``theta -= lr * v`` (Textbook: ``reference.momentum_step``)."""
 
     def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
@@ -123,8 +131,7 @@ class Momentum(Optimizer):
     def init_state(self, param):
         return {"velocity": np.zeros_like(param)}
 
-    def update(self, param, grad, state):
-        velocity, scratch = state["velocity"], state["scratch"]
+    def update(self, param, grad, scratch, velocity):
         velocity *= self.momentum
         velocity += grad
         np.multiply(velocity, self.lr, out=scratch)
@@ -132,7 +139,7 @@ class Momentum(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """``s = rho * s + (1 - rho) * g**2``; ``theta -= lr * g / (sqrt(s) + eps)``."""
+    """``s = rho * s + (1 - rho) * g**2``; ``theta -= lr * g / (sqrt(s) + eps)`` (Textbook: ``reference.rmsprop_step``)."""
 
     def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
@@ -141,8 +148,7 @@ class RMSprop(Optimizer):
     def init_state(self, param):
         return {"square_avg": np.zeros_like(param)}
 
-    def update(self, param, grad, state):
-        square_avg, scratch = state["square_avg"], state["scratch"]
+    def update(self, param, grad, scratch, square_avg):
         np.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - self.rho
         square_avg *= self.rho
@@ -157,7 +163,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba, 2015), optionally with decoupled weight decay (AdamW).
 
-    The textbook lines, for a gradient ``g`` at step ``t``::
+    Textbook: ``reference.adam_step``, for a gradient ``g`` at step ``t``::
 
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g**2
@@ -179,8 +185,7 @@ class Adam(Optimizer):
     def init_state(self, param):
         return {"m": np.zeros_like(param), "v": np.zeros_like(param)}
 
-    def update(self, param, grad, state):
-        m, v, scratch = state["m"], state["v"], state["scratch"]
+    def update(self, param, grad, scratch, m, v):
         b1, b2 = self.beta1, self.beta2
         m *= b1
         np.multiply(grad, 1.0 - b1, out=scratch)

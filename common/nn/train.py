@@ -3,8 +3,7 @@
 ``train`` returns the per-epoch history; it stops with :class:`DivergenceError` (one line,
 naming the epoch) as soon as the loss is NaN or infinite, or its epoch mean is more than
 ``BLOWUP_FACTOR`` times the starting loss, instead of training on garbage.
-``loss_and_gradient`` is one step's forward and backward pass, done in cache-sized blocks of
-rows when the batch is large (full-batch gradient descent).
+``train_step`` is one step: forward, loss, backward, update (Textbook: ``reference`` has each part).
 """
 from __future__ import annotations
 
@@ -19,20 +18,21 @@ from common.nn.errors import DivergenceError, UserError
 from common.nn.loss import softmax_cross_entropy
 from common.nn.metrics import accuracy
 from common.nn.network import Network
-from common.nn.optimizers import Optimizer
+from common.nn.optimizers import Optimizer, ParamGroup
 from common.nn.schedules import Schedule
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # (B, 784) -> (B, 784)
-
-# Rows per forward/backward block. At 4,096 rows every activation of [784, 128, 64, 10] is at
-# most 2 MB and stays in the CPU cache; one pass over all 60,000 rows at once builds 30 MB
-# arrays that go through main memory several times (results/benchmark.md measures both ways).
-BLOCK_ROWS = 4096
+Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]  # (logits, labels) -> (loss, dlogits)
 
 # A run whose mean epoch loss exceeds this multiple of its starting loss has blown up, even if
 # every number is still finite (a learning rate far too large can send the loss to 1e20 and
-# leave a network that answers one class). Normal training only ever lowers the loss.
+# leave a network that answers one class). Normal training does let the loss rise now and then
+# (a step can overshoot, a noisy mini-batch can point the wrong way), but by a few per cent, not
+# a hundredfold.
 BLOWUP_FACTOR = 100.0
+
+# The starting loss (for the blow-up check) is measured on this many training examples.
+STARTING_LOSS_ROWS = 4096
 
 
 def iterate_minibatches(num_examples: int, batch_size: int, rng: np.random.Generator):
@@ -50,40 +50,31 @@ def iterate_minibatches(num_examples: int, batch_size: int, rng: np.random.Gener
 
 
 def loss_and_gradient(network: Network, x_batch: np.ndarray, y_batch: np.ndarray,
-                      block_rows: int = BLOCK_ROWS) -> float:
-    """Mean loss of the batch; leaves its gradient in the network's ``grads`` (``flat_grads``).
+                      loss: Loss = softmax_cross_entropy) -> float:
+    """Mean loss of the batch ``x_batch (B, D)``, ``y_batch (B,)``; leaves its gradient in the
+    network's ``grads`` (``flat_grads``)."""
+    logits = network.forward(x_batch, training=True)
+    value, dlogits = loss(logits, y_batch)
+    network.backward(dlogits)
+    return value
 
-    ``x_batch (B, D)``, ``y_batch (B,)``. A batch larger than ``block_rows`` is processed in
-    blocks: the mean over B rows is the sum over blocks of (block rows / B) x the block's mean,
-    so the loss and the gradient are the batch's, up to float rounding
-    (``docs/math.md#gradient-descent-and-mini-batches``).
-    """
-    num_rows = len(y_batch)
-    if num_rows <= block_rows:
-        logits = network.forward(x_batch, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y_batch)
-        network.backward(dlogits)
-        return loss
-    gradient_sum = np.zeros_like(network.flat_grads)
-    loss_sum = 0.0
-    for start in range(0, num_rows, block_rows):
-        x_block, y_block = x_batch[start:start + block_rows], y_batch[start:start + block_rows]
-        weight = len(y_block) / num_rows
-        logits = network.forward(x_block, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y_block)
-        dlogits *= dlogits.dtype.type(weight)
-        network.backward(dlogits)
-        gradient_sum += network.flat_grads
-        loss_sum += loss * weight
-    network.flat_grads[...] = gradient_sum
-    return loss_sum
+
+def train_step(network: Network, optimizer: Optimizer, groups: list[ParamGroup], x_batch: np.ndarray,
+               y_batch: np.ndarray, loss: Loss = softmax_cross_entropy) -> float:
+    """One step of (mini-batch) gradient descent: forward, loss, backward, then the optimizer's update
+    of every parameter in ``groups``. Returns the batch's mean loss (before the update)."""
+    value = loss_and_gradient(network, x_batch, y_batch, loss)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss {value}")
+    optimizer.step(groups)
+    return value
 
 
 def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: np.ndarray, *,
           epochs: int, rng: np.random.Generator, batch_size: int | None = None,
           eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
           eval_every: int = 1, lr_schedule: Schedule | None = None, augment: Augment | None = None,
-          progress: bool = True, progress_label: str = "epoch") -> list[dict]:
+          loss: Loss = softmax_cross_entropy, progress: bool = True, progress_label: str = "epoch") -> list[dict]:
     """Train ``network`` in place and return its history, one dict per epoch.
 
     ``x_train (N, D)`` in the network's dtype, ``y_train (N,)`` ints. ``batch_size=None`` means
@@ -92,6 +83,8 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
     record ``None``). Each history entry has ``epoch`` (1-based), ``loss`` (mean training loss
     over the epoch's examples), ``lr``, ``<name>_accuracy`` for each eval set, ``train_seconds``
     (cumulative time spent training) and ``seconds`` (cumulative wall-clock, evaluation included).
+    ``loss``: the loss and its gradient (softmax cross-entropy; the textbook's or a learner's can
+    stand in).
     """
     if epochs < 1:
         raise UserError(f"epochs must be at least 1, got {epochs}")
@@ -105,8 +98,7 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     eval_sets = dict(eval_sets or {})
-    # Without weight decay every parameter is treated alike: hand the optimizer one long vector.
-    parameters = network.parameters(fused="all" if not optimizer.weight_decay else True)
+    groups = network.parameter_groups(decay_weights=optimizer.weight_decay > 0)
     history: list[dict] = []
     started = time.perf_counter()
     train_seconds = 0.0
@@ -116,14 +108,14 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
         if lr_schedule is not None:
             optimizer.lr = float(lr_schedule(epoch - 1))
         epoch_start = time.perf_counter()
-        loss_sum = train_one_epoch(network, optimizer, parameters, x_train, y_train, batch_size, rng, augment,
-                                   f"{progress_label} {epoch}")
+        loss_sum = train_one_epoch(network, optimizer, groups, x_train, y_train, batch_size, rng, augment,
+                                   f"{progress_label} {epoch}", loss)
         train_seconds += time.perf_counter() - epoch_start
         if loss_sum / num_examples > limit:
             raise DivergenceError(
                 f"training blew up at {progress_label} {epoch}: mean loss {loss_sum / num_examples:.3g} is over "
                 f"{BLOWUP_FACTOR:g}x the starting loss {limit / BLOWUP_FACTOR:.3g} with learning rate "
-                f"{optimizer.lr:g}; try a lower learning rate (--lr)")
+                f"{optimizer.lr:g}; try a lower learning rate")
 
         record: dict = {"epoch": epoch, "loss": loss_sum / num_examples, "lr": optimizer.lr}
         evaluate_now = epoch % eval_every == 0 or epoch == epochs
@@ -137,7 +129,7 @@ def train(network: Network, optimizer: Optimizer, x_train: np.ndarray, y_train: 
     return history
 
 
-def starting_loss(network: Network, x_train: np.ndarray, y_train: np.ndarray, rows: int = BLOCK_ROWS) -> float:
+def starting_loss(network: Network, x_train: np.ndarray, y_train: np.ndarray, rows: int = STARTING_LOSS_ROWS) -> float:
     """The loss of the untrained network on the first ``rows`` training examples (no update, no
     randomness consumed), floored at ``log(K)``, the loss of a uniform guess over ``K`` classes.
     Infinite if the untrained network already overflows (then no blow-up check is possible)."""
@@ -147,9 +139,9 @@ def starting_loss(network: Network, x_train: np.ndarray, y_train: np.ndarray, ro
     return max(loss, math.log(logits.shape[1])) if math.isfinite(loss) else math.inf
 
 
-def train_one_epoch(network: Network, optimizer: Optimizer, parameters: list, x_train: np.ndarray,
+def train_one_epoch(network: Network, optimizer: Optimizer, groups: list[ParamGroup], x_train: np.ndarray,
                     y_train: np.ndarray, batch_size: int, rng: np.random.Generator, augment: Augment | None,
-                    where: str) -> float:
+                    where: str, loss: Loss = softmax_cross_entropy) -> float:
     """One pass over the training set in shuffled mini-batches; returns the summed (not mean) batch loss.
 
     Overflow or NaN anywhere in a step means the run has diverged: :class:`DivergenceError`, naming
@@ -162,15 +154,12 @@ def train_one_epoch(network: Network, optimizer: Optimizer, parameters: list, x_
             x_batch = augment(x_batch, rng)
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             try:
-                loss = loss_and_gradient(network, x_batch, y_batch)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss {loss}")
-                optimizer.step(parameters)
+                value = train_step(network, optimizer, groups, x_batch, y_batch, loss)
             except FloatingPointError as error:
                 raise DivergenceError(
                     f"training diverged at {where} (batch {batch}): {error} with learning "
-                    f"rate {optimizer.lr:g}; try a lower learning rate (--lr)") from None
-        loss_sum += loss * len(y_batch)
+                    f"rate {optimizer.lr:g}; try a lower learning rate") from None
+        loss_sum += value * len(y_batch)
     return loss_sum
 
 
