@@ -40,7 +40,7 @@ Threads: the same count for all (BLAS variables + ``torch.set_num_threads``).
 Writes ``results/benchmark.md``, ``results/benchmark.json`` and ``results/benchmark_scaling.png``
 (atomically), keeping the section ``conv_speed.py`` merged into them (its ``conv`` record, from
 which the section is rendered again). A ``--quick`` run, or one without a library that the
-committed ``results/benchmark.json`` measured (not installed here), writes them to ``results/quick/``
+committed ``results/benchmark.json`` measured (not installed here), writes them to ``results/local/benchmarks/``
 instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 
 Run: python benchmarks/compare_libraries.py [--epochs 10] [--repeats 5] [--scaling-rounds 3] [--threads N] [--quick]
@@ -565,11 +565,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="timed seconds per library, configuration and scaling round (default 2)")
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out torch.compile (it compiles for tens of seconds in every round)")
-    add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/; results/quick/ "
+    add_run_options(parser, "directory for benchmark.md / benchmark.json (default results/; results/local/benchmarks/ "
                             "for --quick or without a library the committed results include)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs, 1 round, no torch.compile, a few scaling steps; "
-                             "writes to results/quick/")
+                             "writes to results/local/benchmarks/")
     add_worker_options(parser, LIBRARIES)
     args = parser.parse_args(argv)
     if args.worker:
@@ -628,7 +628,7 @@ def not_run(args: argparse.Namespace) -> dict:
 
 
 def results_folder(args: argparse.Namespace, skipped: dict) -> Path:
-    """Where this run writes (:func:`harness.output_folder`): ``results/quick/`` for a ``--quick`` run or
+    """Where this run writes (:func:`harness.output_folder`): ``results/local/benchmarks/`` for a ``--quick`` run or
     one without a library the committed ``results/benchmark.json`` measured; checked and announced."""
     missing = [lib for lib, reason in skipped.items() if reason == "not installed"]
     out, why = output_folder(args.out, args.quick, missing, committed_libraries(RESULTS_DIR / JSON_NAME))

@@ -33,7 +33,7 @@ Writes its section into ``results/benchmark.json`` (key ``conv`` and the top-lev
 ``compare_libraries.py``, which rewrites both files whole, carries the ``conv`` record over and
 renders this section again from it (``harness.carry_over_conv``): the JSON is the source of truth.
 Without PyTorch installed, ours is still measured and PyTorch is reported as skipped. A ``--quick``
-run, or one without PyTorch (which the committed results include), merges into ``results/quick/``
+run, or one without PyTorch (which the committed results include), merges into ``results/local/benchmarks/``
 instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 
 Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [--out results] [--quick]
@@ -400,11 +400,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="timed epochs per round, after one warm-up epoch (default 2)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds (default 3)")
     add_run_options(parser, "folder of benchmark.json / benchmark.md to merge into (default results/; "
-                            "results/quick/ for --quick or without PyTorch)")
+                            "results/local/benchmarks/ for --quick or without PyTorch)")
     parser.add_argument("--torch-channels-last", action="store_true",
                         help="PyTorch's images and conv weights in channels-last memory (default: NCHW)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_TRAIN_SIZE:,} images, 1 timed epoch, 1 round; writes to results/quick/")
+                        help=f"smoke run: {QUICK_TRAIN_SIZE:,} images, 1 timed epoch, 1 round; writes to results/local/benchmarks/")
     add_worker_options(parser, LIBRARIES)  # internal: one library's round in a worker process
     parser.add_argument("--train-size", type=positive_int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

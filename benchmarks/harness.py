@@ -8,7 +8,7 @@ only downwards, without a cycle (a test checks)::
     compare_libraries, mlp_scaling, profile_epoch -> core_speed -> harness
     compare_libraries -> conv_speed
 
-Where a run writes (:func:`output_folder`): ``--out DIR`` when given; otherwise ``results/quick/``
+Where a run writes (:func:`output_folder`): ``--out DIR`` when given; otherwise ``results/local/benchmarks/``
 (git-ignored) for a ``--quick`` run or for a run that lacks a library the committed results in
 ``results/`` include, so a user's own runs never overwrite the committed figures; otherwise ``results/``.
 """
@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Sequence
 
 from common.cli import OneLineParser, positive_int
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT, RESULTS_DIR, shown
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 
-QUICK_DIR = RESULTS_DIR / "quick"
+QUICK_DIR = LOCAL_DIR / "benchmarks"
 JSON_NAME, MARKDOWN_NAME = "benchmark.json", "benchmark.md"
 CONV_SECTION = "conv"
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -57,7 +57,7 @@ def committed_libraries(path: Path = RESULTS_DIR / JSON_NAME, section: str | Non
 
 def output_folder(out: str | None, quick: bool, missing: Iterable[str] = (),
                   committed: Iterable[str] = ()) -> tuple[Path, str]:
-    """``(folder, why)``: ``out`` if given; else ``results/quick/`` for a ``quick`` run or one in which a
+    """``(folder, why)``: ``out`` if given; else ``results/local/benchmarks/`` for a ``quick`` run or one in which a
     ``committed`` library is ``missing`` (not installed); else ``results/``."""
     if out is not None:
         return Path(out), "--out"

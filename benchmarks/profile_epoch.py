@@ -25,7 +25,7 @@ epoch (a conv epoch is minutes long, so it is sampled rather than run whole).
 Writes ``results/epoch_profile.md`` unless ``--out -``: the perceptron section, then the conv
 section between ``<!-- conv:start -->`` and ``<!-- conv:end -->``. ``--only mlp`` or ``--only conv``
 measures one of them and keeps the other section of the existing file. ``--quick`` (a smoke run:
-one epoch, two conv steps per block) writes ``results/quick/epoch_profile.md`` instead, so the
+one epoch, two conv steps per block) writes ``results/local/benchmarks/epoch_profile.md`` instead, so the
 committed profile stays as it is; ``--out PATH`` chooses.
 
 Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv] [--threads N] [--out results/epoch_profile.md] [--quick]
@@ -294,7 +294,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="BLAS threads (sets the env and re-executes); default: leave as is")
     parser.add_argument("--out", default=None,
                         help=f"markdown report path, or - for stdout only (default results/{PROFILE_NAME}; "
-                             f"results/quick/{PROFILE_NAME} with --quick)")
+                             f"results/local/benchmarks/{PROFILE_NAME} with --quick)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
     parser.add_argument("--conv-steps", type=positive_int, default=40,
                         help="clocked steps per block of the stage-06 conv profile (3 blocks; default 40)")
@@ -303,7 +303,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "the existing file is kept (default: both)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_EPOCHS} epoch, {QUICK_CONV_STEPS} conv steps per block; "
-                             f"writes to results/quick/")
+                             f"writes to results/local/benchmarks/")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.conv_steps = QUICK_EPOCHS, QUICK_CONV_STEPS
@@ -311,7 +311,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def report_path(args: argparse.Namespace) -> tuple[Path | None, str]:
-    """``(path, why)``: ``--out`` (None for ``-``), else ``results/quick/`` for ``--quick`` (the committed
+    """``(path, why)``: ``--out`` (None for ``-``), else ``results/local/benchmarks/`` for ``--quick`` (the committed
     profile stays as it is), else ``results/``; checked before minutes of measuring, not after."""
     if args.out == "-":
         return None, "--out -"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from common.nn.errors import UserError
+from common.paths import check_checkout
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -25,11 +26,13 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool reports when its reade
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` and map every problem a user can meet to one line and an exit code.
 
-    A :class:`UserError` prints its message; a file that cannot be read or written (``OSError``
-    with a file name) names the file; running out of memory says so; Ctrl-C prints
+    First, a script of one checkout must not run on another checkout's ``common`` package
+    (:func:`common.paths.check_checkout`). A :class:`UserError` prints its message; a file that cannot be
+    read or written (``OSError`` with a file name) names the file; running out of memory says so; Ctrl-C prints
     ``interrupted``; a closed output pipe (``... | head -1``) ends quietly.
     """
     try:
+        check_checkout()
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except UserError as error:

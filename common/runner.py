@@ -39,7 +39,7 @@ from common.nn.metrics import misclassified_indices
 from common.nn.network import Network
 from common.nn.optimizers import OPTIMIZERS
 from common.nn.textbook import Textbook
-from common.paths import RESULTS_DIR
+from common.paths import LOCAL_DIR, shown
 from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage, validate_spec
 from common.serialize import save_network
 
@@ -182,14 +182,16 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
                         help="folder with the four MNIST IDX files (default: $MNIST_DATA_DIR or data/mnist, "
                              "fetched automatically on first use)")
     common.add_argument("--out", type=Path, default=None,
-                        help=f"output folder (default results/stages/{spec.name}; with --quick, results/quick/{spec.name})")
+                        help=f"output folder (default results/local/stages/{spec.name}, git-ignored; with --quick, "
+                             f"results/local/quick/{spec.name}; the committed outputs: --out results/stages/{spec.name})")
     common.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     common.add_argument("--quick", action="store_true",
-                        help="a tiny budget (a few seconds) for smoke tests; numbers are not meaningful")
+                        help="a tiny budget (a few seconds) for smoke tests; numbers are not meaningful"
+                             + (" (this stage also swaps in a smaller network)" if {"sizes", "layers"} & set(spec.quick) else ""))
     common.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     common.add_argument("--reference", action="store_true",
                         help="train on the textbook's plain functions (common.nn.reference) instead of the fast "
-                             "core: the same maths, slower; outputs go to results/quick/ unless --out is given")
+                             "core: the same maths, slower")
     hyper = parser.add_argument_group("hyper-parameters of this stage")
     hyper.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default {spec.lr:g})")
     hyper.add_argument("--batch-size", type=positive_int, default=None,
@@ -259,10 +261,13 @@ def load_data(data_dir: str | None) -> mnist.MNIST:
                         f"`python -m common.data fetch --data-dir {data_dir}` or leave out --data-dir")
     return mnist.load_mnist(data_dir)
 
-def print_summary(metrics: dict, out_dir: Path | None) -> None:
-    lines = [f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}, on {metrics['implementation']}:"
-             if metrics["implementation"] != "fast core" else f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}:",
-             f"  train accuracy {100 * metrics['train_accuracy']:.2f} % on {metrics['train_size']:,} images"]
+def print_summary(metrics: dict, out_dir: Path | None, published_budget: bool = True) -> None:
+    """The run's accuracies, time and outputs; the source's published figure only when this run had the
+    source's budget (``published_budget``), since a shortened run is not comparable with it."""
+    heading = f"{metrics['stage']} ({metrics['title']}), seed {metrics['seed']}"
+    if metrics.get("implementation", "fast core") != "fast core":
+        heading += f", on {metrics['implementation']}"
+    lines = [heading + ":", f"  train accuracy {100 * metrics['train_accuracy']:.2f} % on {metrics['train_size']:,} images"]
     if "holdout_accuracy" in metrics:
         lines.append(f"  held-out accuracy {100 * metrics['holdout_accuracy']:.2f} % on "
                      f"{metrics['holdout_size']:,} training-set images (what the source called 'test')")
@@ -270,12 +275,13 @@ def print_summary(metrics: dict, out_dir: Path | None) -> None:
         lines.append(f"  validation accuracy {100 * metrics['val_accuracy']:.2f} % on {metrics['val_size']:,} images")
     lines.append(f"  test accuracy  {100 * metrics['test_accuracy']:.2f} % on the official "
                  f"{metrics['test_size']:,}-image test set")
-    if metrics.get("published_accuracy"):
+    if metrics.get("published_accuracy") and published_budget:
         lines.append(f"  (the source design published {100 * metrics['published_accuracy']:.2f} %)")
     lines.append(f"  time {metrics['seconds']:.1f} s ({metrics['train_seconds']:.1f} s training)")
     if out_dir is not None:
-        lines.append(f"  outputs in {out_dir}")
+        lines.append(f"  outputs in {shown(out_dir)}")
     print("\n".join(lines), flush=True)
+
 
 def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | None = None) -> int:
     """The entry point of every stage script: ``sys.exit(main(SPEC, description=__doc__))``."""
@@ -284,8 +290,7 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
         args = build_parser(spec, description).parse_args(argv)
         stage = spec_from_args(spec, args)
         check_memory(stage)
-        scratch = args.quick or args.reference
-        out_dir = check_output_folder(args.out or RESULTS_DIR / ("quick" if scratch else "stages") / spec.name)
+        out_dir = check_output_folder(args.out or LOCAL_DIR / ("quick" if args.quick else "stages") / spec.name)
         data = load_data(args.data_dir)
         blas.configure()
         try:
@@ -293,7 +298,7 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
                                 book=Textbook() if args.reference else None)
         except DivergenceError as error:
             raise DivergenceError(f"{error} (--lr)") from None
-        print_summary(metrics, out_dir)
+        print_summary(metrics, out_dir, published_budget=stage.settings() == spec.settings())
         return 0
 
     return run_cli(_main, argv)

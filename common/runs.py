@@ -5,8 +5,12 @@ A result is saved under ``<runs_dir>/<key>/seed<seed>.json`` (atomically) with a
 hash of the stage's settings, the seed, and the code (docstrings and comments left out) of the
 stage script and of every file that decides the numbers, which is all of ``common/nn/`` (by folder, so a new module there is covered without
 being listed) and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
-steps every run goes through). The data loader is not in it: it only returns the verified bytes. A re-run with the same fingerprint reuses the saved result, so an interrupted
-study resumes where it stopped; a changed setting or a change to that code trains again.
+steps every run goes through). The data loader is not in it: it only returns the verified bytes.
+A re-run with the same fingerprint reuses the saved result, so an interrupted study resumes where
+it stopped; a changed setting or a change to that code trains again. A study may also read results
+from other folders without writing there (``sources``: a run of your own reuses the committed
+results), and it reports its overall progress (:class:`Progress`): runs done of all, the time so far
+and an estimate of the time left from the saved runs' own times.
 """
 from __future__ import annotations
 
@@ -15,14 +19,17 @@ import functools
 import hashlib
 import io
 import json
+import time
 import tokenize
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from common.files import atomic_write_json
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT
-from common.protocol import StageSpec
+from common.paths import REPO_ROOT, shown
+from common.protocol import StageSpec, stage_metrics, train_stage
 
 NUMERIC_CORE = Path("common", "nn")
 PROTOCOL_MODULES = (Path("common", "protocol.py"),)
@@ -81,42 +88,131 @@ def run_path(runs_dir: Path, key: str, seed: int) -> Path:
     return runs_dir / key.replace("@", "_at_") / f"seed{seed}.json"
 
 
-def saved_fingerprint(path: Path) -> str | None:
-    """The fingerprint of the result saved at ``path``, or None if there is none (or it is unreadable)."""
+REQUIRED = {"test_accuracy": float, "train_accuracy": float, "seconds": float, "history": list}
+"""What a finished run's record must hold, with its type (a failed run holds ``status`` and ``reason``)."""
+
+
+def read_record(path: Path) -> tuple[dict | None, str]:
+    """``(record, "")`` for a readable run record at ``path``, else ``(None, why not)``: a missing,
+    truncated or foreign file, or a finished run without its accuracies or history."""
     try:
-        return json.loads(path.read_text()).get("fingerprint")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "there is none"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"it is not readable JSON ({type(error).__name__})"
+    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+        return None, "it is not a run record (no fingerprint)"
+    if record.get("status") == "ok":
+        for key, kind in REQUIRED.items():
+            value = record.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool) or (kind is float and not 0 <= value < 1e9):
+                return None, f"its {key!r} is {'missing' if value is None else f'a {type(value).__name__}'}"
+    elif record.get("status") != "failed":
+        return None, "its status is neither ok nor failed"
+    return record, ""
+
+
+def saved_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the valid result saved at ``path``, or None if there is none."""
+    record, _ = read_record(path)
+    return record["fingerprint"] if record else None
+
+
+def expected_fingerprint(record: dict, stage_file: Path | None) -> str:
+    """The fingerprint today's code gives the settings and seed a run record holds."""
+    settings = dict(record["settings"])
+    settings["sizes"] = tuple(settings["sizes"])
+    if "layers" in settings:
+        settings["layers"] = tuple(settings["layers"])
+    return fingerprint(StageSpec(**settings), record["seed"], stage_file)
+
+
+@dataclass
+class Progress:
+    """A study's overall progress: ``expected[i]`` is how long run ``i`` should take (0 if it will be
+    reused, None if unknown: a run never made before is estimated as the mean of the known ones)."""
+
+    expected: list[float | None]
+    done: int = 0
+    trained: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self, trained_now: bool) -> str:
+        """``[12/27 runs, 3 trained, 4.2 min so far, about 9 min left]`` after one more run."""
+        self.done += 1
+        self.trained += trained_now
+        known = [seconds for seconds in self.expected if seconds]
+        mean = sum(known) / len(known) if known else 0.0
+        left = sum(mean if seconds is None else seconds for seconds in self.expected[self.done:])
+        elapsed = (time.perf_counter() - self.started) / 60
+        estimate = f", about {left / 60:.0f} min left" if left >= 30 else (", nearly done" if left else "")
+        return (f"[{self.done}/{len(self.expected)} runs, {self.trained} trained, "
+                f"{elapsed:.1f} min so far{estimate if self.done < len(self.expected) else ''}]")
+
+
+def plan_progress(entries: Sequence[tuple[str, StageSpec, int, Path | None]], runs_dir: Path, force: bool,
+                  sources: Sequence[Path] = ()) -> Progress:
+    """The :class:`Progress` of a study that will run ``entries`` (key, spec, seed, stage file) in order."""
+    expected: list[float | None] = []
+    for key, spec, seed, stage_file in entries:
+        stamp = fingerprint(spec, seed, stage_file)
+        records = [read_record(run_path(folder, key, seed))[0] for folder in (runs_dir, *sources)]
+        if not force and any(record and record["fingerprint"] == stamp for record in records):
+            expected.append(0.0)
+            continue
+        times = [record.get("seconds") for record in records if record and record.get("status") == "ok"]
+        expected.append(times[0] if times else None)
+    return Progress(expected)
+
+
+def find_saved(key: str, seed: int, stamp: str, runs_dir: Path, sources: Sequence[Path]) -> tuple[dict | None, Path]:
+    """The saved result of (key, seed) with fingerprint ``stamp``: in ``runs_dir`` first, then in each of
+    ``sources`` (read only). Returns ``(record or None, where it is or would be saved)``."""
+    path = run_path(runs_dir, key, seed)
+    for candidate in (path, *(run_path(folder, key, seed) for folder in sources)):
+        record, why = read_record(candidate)
+        if record is not None and record["fingerprint"] == stamp:
+            return record, candidate
+        if record is None and candidate == path and why != "there is none":
+            print(f"[{key} seed {seed}] the saved {shown(candidate)} is damaged ({why}); training it again", flush=True)
+    return None, path
 
 
 def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None, data, runs_dir: Path,
-                  force: bool, progress: bool) -> dict:
+                  force: bool, progress: bool, sources: Sequence[Path] = (), tracker: Progress | None = None) -> dict:
     """Return the saved result for (key, seed) if its fingerprint matches, else train and save it.
 
-    A run that fails is saved too, as ``{"status": "failed", "reason": ...}``: a bug or a
+    ``sources``: other folders of saved results to reuse from, never written (a study of your own
+    reuses the committed results this way). ``tracker``: print the study's overall progress after
+    the run. A run that fails is saved too, as ``{"status": "failed", "reason": ...}``: a bug or a
     divergence in one stage must not stop the others.
     """
-    from common.runner import run_stage  # the runner imports the plotting code only when needed
-
-    path = run_path(runs_dir, key, seed)
     stamp = fingerprint(spec, seed, stage_file)
-    if not force and saved_fingerprint(path) == stamp:
-        print(f"[{key} seed {seed}] unchanged, reusing {path.relative_to(runs_dir.parent)}", flush=True)
-        return json.loads(path.read_text())
+    saved, path = (None, run_path(runs_dir, key, seed)) if force else find_saved(key, seed, stamp, runs_dir, sources)
+    if saved is not None:
+        print(f"[{key} seed {seed}] unchanged, reusing {shown(path)}", flush=True)
+        if tracker is not None:
+            print(tracker.line(trained_now=False), flush=True)
+        return saved
     print(f"[{key} seed {seed}] training ...", flush=True)
+    result = train_and_record(key, spec, seed, stamp, data, progress)
+    atomic_write_json(path, result)
+    status = (f"test {100 * result['test_accuracy']:.2f} %, {result['seconds']:.1f} s"
+              if result["status"] == "ok" else f"FAILED: {result['reason']}")
+    print(f"[{key} seed {seed}] {status}" + (f" {tracker.line(trained_now=True)}" if tracker else ""), flush=True)
+    return result
+
+
+def train_and_record(key: str, spec: StageSpec, seed: int, stamp: str, data, progress: bool) -> dict:
+    """Train (key, seed) and return its record: the stage's metrics, or why it failed."""
     try:
-        metrics = run_stage(spec, seed, data, out_dir=None, plots=False, progress=progress)
-        result = {"status": "ok", **metrics}
+        result = {"status": "ok", **stage_metrics(train_stage(spec, seed, data, progress))}
     except UserError as error:
         result = {"status": "failed", "reason": str(error)}
     except Exception as error:  # keep the reason, go on with the other runs
         result = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
         traceback.print_exc()
-    result.update({"key": key, "stage": spec.name, "seed": seed, "fingerprint": stamp,
-                   "settings": spec.settings()})
+    result.update({"key": key, "stage": spec.name, "seed": seed, "fingerprint": stamp, "settings": spec.settings()})
     result.pop("confusion_matrix", None)
-    atomic_write_json(path, result)
-    status = (f"test {100 * result['test_accuracy']:.2f} %, {result['seconds']:.1f} s"
-              if result["status"] == "ok" else f"FAILED: {result['reason']}")
-    print(f"[{key} seed {seed}] {status}", flush=True)
     return result

@@ -58,19 +58,19 @@ from tabulate import tabulate
 
 from common import blas
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
-from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.nn.optimizers import Momentum, make_optimizer
-from common.paths import RESULTS_DIR
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.protocol import StageSpec
-from common.report import QUICK_BANNER, environment_line, percent
+from common.report import QUICK_BANNER, percent, provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
-from common.runs import code_digest, fingerprint, run_or_resume, run_path, saved_fingerprint
+from common.runs import Progress, code_digest, fingerprint, plan_progress, run_or_resume, run_path, saved_fingerprint
 from common.stages import load_specs, stage_files
 
 DEFAULT_OUT = RESULTS_DIR / "ablations"
-QUICK_OUT = RESULTS_DIR / "quick" / "ablations"
+QUICK_OUT = LOCAL_DIR / "quick" / "ablations"
+LOCAL_OUT = LOCAL_DIR / "ablations"
 BASE_STAGE = "04"
 BASE_EPOCHS = 10                # the short budget of the whole study (stage 04 trains 30)
 INIT_EPOCHS = 5                 # the deep network of the init ablation is ~3x slower per epoch
@@ -473,9 +473,11 @@ class Runner:
     """run_or_resume, plus: a run whose fingerprint equals one already finished under another key
     is copied to its own key (and then reused by run_or_resume) instead of trained again."""
 
-    def __init__(self, data, runs_dir: Path, stage_file: Path, force: bool, progress: bool) -> None:
+    def __init__(self, data, runs_dir: Path, stage_file: Path, force: bool, progress: bool,
+                 sources: tuple[Path, ...] = ()) -> None:
         self.data, self.runs_dir, self.stage_file = data, runs_dir, stage_file
-        self.force, self.progress = force, progress
+        self.force, self.progress, self.sources = force, progress, sources
+        self.tracker: Progress | None = None
         self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it (this session)
         self.trained = self.reused = self.shared = 0
         code_digest(stage_file)  # read the code now: the cached copy is what this process runs
@@ -494,7 +496,8 @@ class Runner:
         self.check_code(stage_file)
         stamp = fingerprint(spec, seed, stage_file)
         path = run_path(self.runs_dir, key, seed)
-        saved = saved_fingerprint(path) == stamp
+        saved = saved_fingerprint(path) == stamp or any(
+            saved_fingerprint(run_path(folder, key, seed)) == stamp for folder in self.sources)
         force = self.force
         if stamp in self.finished and (force or not saved):
             source = self.finished[stamp]
@@ -508,7 +511,8 @@ class Runner:
             self.reused += 1
         else:
             self.trained += 1
-        result = run_or_resume(key, spec, seed, stage_file, self.data, self.runs_dir, force, self.progress)
+        result = run_or_resume(key, spec, seed, stage_file, self.data, self.runs_dir, force, self.progress,
+                               self.sources, self.tracker)
         self.finished.setdefault(stamp, path)
         return result
 
@@ -575,7 +579,7 @@ def ablation_markdown(ablation: Ablation, rows: list[dict], reading: str, seeds:
         "",
         f"![{ablation.name}]({ablation.name}.png)",
         "",
-        environment_line(environment),
+        provenance_line(environment),
     ]
     return "\n".join(parts) + "\n"
 
@@ -639,7 +643,7 @@ def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, enviro
         reading = next((line[len(READING_PREFIX):] for line in text.splitlines()
                         if line.startswith(READING_PREFIX)), "")
         table.append([f"[{ablation.name}]({ablation.name}.md)", ablation.question, reading])
-        match = re.search(r"Produced by `([^`]*)`", text)
+        match = re.search(r"runs made by `([^`]*)`", text)
         if match:
             commands.append(match.group(1))
     parts = ["# Ablations: one idea at a time", ""]
@@ -661,7 +665,7 @@ def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, enviro
     if others:
         parts += ["Some pages were produced by " + ", ".join(f"`{c}`" for c in others)
                   + "; each page lists its command and environment.", ""]
-    parts.append(environment_line(environment))
+    parts.append(provenance_line(environment))
     return "\n".join(parts) + "\n"
 
 
@@ -676,59 +680,80 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny budgets (2,000 images, 1 epoch), for tests")
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/ablations/; with --quick, results/quick/ablations/)")
+                        help="output folder (default: results/ablations/ for the whole study with seeds 0,1,2; "
+                             "results/local/ablations/ for a part of it, results/local/quick/ablations/ with --quick)")
     parser.add_argument("--force", action="store_true", help="re-run results that are saved and unchanged")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return parser.parse_args(argv)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    started = time.perf_counter()
-    args = parse_args(argv)
-    blas.configure()
+def chosen_ablations(args: argparse.Namespace) -> tuple[list[Ablation], list[Ablation], list[int]]:
+    """``(all ablations, the chosen ones, seeds)`` from the options, checked."""
     only = parse_list(args.only, str, "--only")
     if args.only is not None and not only:
         raise UserError(f"--only needs one or more of {', '.join(ABLATION_NAMES)}")
-    if only:
-        unknown = [name for name in only if name not in ABLATION_NAMES]
-        if unknown:
-            raise UserError(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATION_NAMES)}")
+    unknown = [name for name in only or [] if name not in ABLATION_NAMES]
+    if unknown:
+        raise UserError(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATION_NAMES)}")
     seeds = parse_list(args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2"), int, "--seeds")
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError("--seeds needs one or more distinct non-negative integers, e.g. 0,1,2")
     all_ablations = build_ablations(args.quick)
-    chosen = [a for a in all_ablations if only is None or a.name in only]
-    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
-    writable_folder(out)
+    return all_ablations, [a for a in all_ablations if only is None or a.name in only], seeds
 
+
+def _main(argv: Sequence[str] | None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    all_ablations, chosen, seeds = chosen_ablations(args)
+    full = not args.quick and len(chosen) == len(all_ablations) and seeds == [0, 1, 2]
+    out = args.out or (DEFAULT_OUT if full else QUICK_OUT if args.quick else LOCAL_OUT)
+    writable_folder(out)
+    if args.out is None and not full:
+        print(f"not the full study: writing to {shown(out)}/ (the committed results stay as they are)")
+    blas.configure()
     numbers = sorted({BASE_STAGE} | {a.stage for a in chosen})
     bases, files = load_specs(numbers), stage_files()
-    data = load_data(args.data_dir)
-    study_base = variant_spec(bases[BASE_STAGE], all_ablations[0], Variant("base", "base", {}))
-    runner = Runner(data, out / "runs", files[BASE_STAGE], args.force, not args.quiet)
-    environment = describe_environment()
-
-    summaries = []
+    planned = [(a, v, variant_spec(bases[a.stage], a, v)) for a in chosen for v in a.variants]
+    sources = () if args.quick or out.resolve() == DEFAULT_OUT.resolve() else (DEFAULT_OUT / "runs",)
+    runner = Runner(load_data(args.data_dir), out / "runs", files[BASE_STAGE], args.force, not args.quiet, sources)
+    runner.tracker = plan_progress([(f"ablation-{a.name}-{v.name}", spec, seed, files[a.stage])
+                                    for a, v, spec in planned for seed in seeds], out / "runs", args.force, sources)
+    pages = []
     for ablation in chosen:
-        specs = {v.name: variant_spec(bases[ablation.stage], ablation, v) for v in ablation.variants}
-        results = {v.name: [runner.run(f"ablation-{ablation.name}-{v.name}", specs[v.name], seed,
-                                       files[ablation.stage]) for seed in seeds]
-                   for v in ablation.variants}
+        specs = {v.name: spec for a, v, spec in planned if a is ablation}
+        results = {name: [runner.run(f"ablation-{ablation.name}-{name}", spec, seed, files[ablation.stage])
+                          for seed in seeds] for name, spec in specs.items()}
         rows = summarise(ablation, specs, results)
-        reading = ablation.reading(rows, ablation)
+        pages.append((ablation, rows, ablation.reading(rows, ablation)))
+    write_pages(out, pages, all_ablations, variant_spec(bases[BASE_STAGE], all_ablations[0], Variant("base", "base", {})),
+                seeds, args.quick)
+    for ablation, rows, reading in pages:
+        print(f"\n## {ablation.name}\n{results_table(rows)}\n{reading}")
+    print(f"\n{runner.trained} runs trained, {runner.reused} reused, {runner.shared} shared between ablations; "
+          f"{time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+def write_pages(out: Path, pages: list[tuple[Ablation, list[dict], str]], all_ablations: list[Ablation],
+                study_base: StageSpec, seeds: list[int], quick: bool) -> None:
+    """Each ablation's .md, .csv and .png and the index README.md, unless they were rendered from exactly
+    these runs and this code already (then nothing is touched)."""
+    records = [r for _, rows, _ in pages for row in rows for r in row["runs"]]
+    key = render_key(records, [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py"])
+    outputs = [out / f"{a.name}{suffix}" for a, _, _ in pages for suffix in (".md", ".csv", ".png")] + [out / "README.md"]
+    if up_to_date(key, out / "environment.json", outputs):
+        print(f"{shown(out)}/: every page is up to date with its {len(records)} runs; nothing written")
+        return
+    for ablation, rows, reading in pages:
+        environment = runs_environment([r for row in rows for r in row["ok"]])
         atomic_write_text(out / f"{ablation.name}.csv", runs_frame(ablation, rows).to_csv(index=False))
         plot_ablation(ablation, rows, out / f"{ablation.name}.png")
-        atomic_write_text(out / f"{ablation.name}.md",
-                          ablation_markdown(ablation, rows, reading, seeds, environment, args.quick))
-        summaries.append((ablation.name, rows, reading))
-    atomic_write_text(out / "README.md", index_markdown(out, all_ablations, study_base, environment, args.quick))
-
-    for name, rows, reading in summaries:
-        print(f"\n## {name}\n{results_table(rows)}\n{reading}")
-    print(f"\n{runner.trained} runs trained, {runner.reused} reused from {out / 'runs'}, {runner.shared} shared "
-          f"between ablations; {time.perf_counter() - started:.0f} s in all")
-    print(f"wrote {', '.join(f'{n}.md/.csv/.png' for n, _, _ in summaries)} and README.md in {out}")
-    return 0
+        atomic_write_text(out / f"{ablation.name}.md", ablation_markdown(ablation, rows, reading, seeds, environment, quick))
+    environment = runs_environment([r for r in records if r.get("status") == "ok"])
+    atomic_write_text(out / "README.md", index_markdown(out, all_ablations, study_base, environment, quick))
+    atomic_write_json(out / "environment.json", {**environment, "rendered_from": key})
+    print(f"wrote {', '.join(f'{a.name}.md/.csv/.png' for a, _, _ in pages)} and README.md in {shown(out)}/")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import tempfile
@@ -34,18 +33,19 @@ from tabulate import tabulate
 from common import blas
 from common import data as mnist
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
-from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT, RESULTS_DIR
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.protocol import StageSpec
-from common.report import QUICK_BANNER, environment_line, percent
+from common.report import QUICK_BANNER, percent, provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
-from common.runs import run_or_resume, run_path
+from common.runs import Progress, plan_progress, read_record, run_or_resume, run_path
 from common.stages import load_specs, stage_files
 
 DEFAULT_OUT = RESULTS_DIR
+FULL_SEEDS = [0, 1, 2]
 README = REPO_ROOT / "README.md"
+RENDER_CODE = [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py"]
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -370,7 +370,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny budgets (each stage's --quick), for tests")
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/; with --quick, results/quick/)")
+                        help="output folder (default: results/ for the full comparison; results/local/comparison/ "
+                             "for a selection of stages or seeds, results/local/quick/ with --quick)")
     parser.add_argument("--force", action="store_true", help="re-run results that are saved and unchanged")
     parser.add_argument("--no-budget", action="store_true", help="skip the data-budget table's extra runs")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
@@ -384,7 +385,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @dataclasses.dataclass
 class Study:
-    """What one invocation runs: the stages and seeds, where results go, how to train."""
+    """What one invocation runs: the stages and seeds, where results go (``sources``: other saved runs
+    to reuse, read only), how to train; ``committed``: this is the full comparison in results/."""
 
     specs: dict[str, StageSpec]
     seeds: list[int]
@@ -394,16 +396,28 @@ class Study:
     quick: bool
     force: bool
     progress: bool
+    sources: tuple[Path, ...] = ()
+    committed: bool = False
+    tracker: Progress | None = None
 
     def run(self, key: str, spec: StageSpec, number: str) -> list[dict]:
         return [run_or_resume(key, spec, seed, self.files[number], self.data, self.out / "runs", self.force,
-                              self.progress) for seed in self.seeds]
+                              self.progress, self.sources, self.tracker) for seed in self.seeds]
+
+    def plan(self, with_budget: bool) -> None:
+        """Count the runs to come, for the overall progress line printed after each one."""
+        entries = [(number, spec, seed, self.files[number]) for number, spec in self.specs.items() for seed in self.seeds]
+        if with_budget:
+            entries += [(key, spec, seed, self.files[stage]) for key, stage, spec in budget_variants(self)
+                        for seed in self.seeds]
+        self.tracker = plan_progress(entries, self.out / "runs", self.force, self.sources)
 
 
-def budget_variant_runs(study: Study) -> dict[str, list[dict]]:
-    """The data-budget table's extra runs: a stage's design with another number of training images."""
+def budget_variants(study: Study) -> list[tuple[str, str, StageSpec]]:
+    """The data-budget table's extra runs, ``(key, stage number, spec)``: a stage's design with another
+    number of training images."""
     base_specs = load_specs([v.stage for v in DATA_BUDGET_VARIANTS if v.stage in study.files])
-    results = {}
+    variants = []
     for variant in DATA_BUDGET_VARIANTS:
         if variant.stage not in base_specs:
             continue
@@ -412,8 +426,12 @@ def budget_variant_runs(study: Study) -> dict[str, list[dict]]:
         if study.quick:
             overrides.update({k: v for k, v in base.quick.items() if k != "train_size"})
             overrides["epochs"] = min(overrides.get("epochs", base.epochs), base.quick.get("epochs", 2))
-        results[variant.key] = study.run(variant.key, dataclasses.replace(base, **overrides), variant.stage)
-    return results
+        variants.append((variant.key, variant.stage, dataclasses.replace(base, **overrides)))
+    return variants
+
+
+def budget_variant_runs(study: Study) -> dict[str, list[dict]]:
+    return {key: study.run(key, spec, stage) for key, stage, spec in budget_variants(study)}
 
 
 def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_results: dict[str, list[dict]],
@@ -431,7 +449,7 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
     ]
     if study.quick:
         parts.insert(1, "\n" + QUICK_BANNER)
-    reading = readings(results, study.out)
+    reading = readings(results, DEFAULT_OUT)
     if reading:
         parts += ["What the numbers say (computed from the runs and the tables they name):", "", reading, ""]
     if variant_results:
@@ -441,7 +459,9 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
     total_seconds = sum(r.get("seconds", 0.0) for r in all_runs if r["status"] == "ok")
     parts += [f"All {len(all_runs)} runs together took {total_seconds / 60:.1f} minutes of wall-clock time "
               "(as measured when each ran; reused results keep their original time).", "",
-              "![Learning curves](learning_curves.png)", "", environment_line(environment)]
+              "![Learning curves](learning_curves.png)", "", provenance_line(environment),
+              "Rendered by `python experiments/compare.py` from the saved runs in `runs/` (nothing is retrained "
+              "while their fingerprints match the code)."]
     return "\n".join(parts) + "\n"
 
 
@@ -454,74 +474,113 @@ VERIFY_TOLERANCE = 0.15
 
 
 def verify(study: Study, variant_keys: list[str], tolerance: float) -> int:
-    """Re-train every selected (run, seed) into a temporary folder and compare it with the saved one."""
+    """Re-train every selected (run, seed) into a temporary folder and compare it with the saved one:
+    every accuracy the tables show (test, train, and the held-out one where there is one)."""
     rows, worst = [], 0.0
     with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-        fresh_study = dataclasses.replace(study, out=Path(scratch), force=True)
         keys = [(number, number, spec) for number, spec in study.specs.items()]
         keys += [(v.key, v.stage, None) for v in DATA_BUDGET_VARIANTS if v.key in variant_keys]
         for key, number, spec in keys:
             for seed in study.seeds:
                 saved_path = run_path(study.out / "runs", key, seed)
-                if not saved_path.is_file():
-                    raise UserError(f"no saved run {saved_path} to verify; run without --verify first")
-                saved = json.loads(saved_path.read_text())
+                saved, why = read_record(saved_path)
+                if saved is None:
+                    raise UserError(f"cannot verify {shown(saved_path)}: {why}; run without --verify to make it")
                 spec = spec or StageSpec(**{**saved["settings"], "sizes": tuple(saved["settings"]["sizes"])})
-                fresh = run_or_resume(key, spec, seed, study.files[number], study.data, fresh_study.out / "runs",
+                fresh = run_or_resume(key, spec, seed, study.files[number], study.data, Path(scratch) / "runs",
                                       True, study.progress)
                 row, difference = verify_row(key, seed, saved, fresh)
                 rows.append(row)
                 worst = max(worst, difference)
     print(tabulate(rows, headers=["run", "seed", "test % saved", "test % now", "train % saved", "train % now",
-                                  "seconds saved", "seconds now"], tablefmt="github", disable_numparse=True))
+                                  "held-out % saved", "held-out % now", "seconds saved", "seconds now"],
+                   tablefmt="github", disable_numparse=True))
     verdict = "reproduced" if worst <= tolerance else "NOT reproduced"
     print(f"{verdict}: largest accuracy difference {worst:.2f} points (tolerance {tolerance:g})")
     return 0 if worst <= tolerance else 1
 
 
+VERIFIED = ("test_accuracy", "train_accuracy", "holdout_accuracy")
+"""Every accuracy the comparison shows; ``holdout_accuracy`` exists for stage 01 only."""
+
+
 def verify_row(key: str, seed: int, saved: dict, fresh: dict) -> tuple[list, float]:
     if saved.get("status") != "ok" or fresh.get("status") != "ok":
         same = saved.get("status") == fresh.get("status")
-        return [key, seed, saved.get("status"), fresh.get("status"), "", "", "", ""], 0.0 if same else math.inf
-    difference = max(abs(100 * (saved[k] - fresh[k])) for k in ("test_accuracy", "train_accuracy"))
-    return ([key, seed, f"{100 * saved['test_accuracy']:.2f}", f"{100 * fresh['test_accuracy']:.2f}",
-             f"{100 * saved['train_accuracy']:.2f}", f"{100 * fresh['train_accuracy']:.2f}",
+        return [key, seed, saved.get("status"), fresh.get("status"), "", "", "", "", "", ""], 0.0 if same else math.inf
+    measured = [name for name in VERIFIED if name in saved or name in fresh]
+    if any(not isinstance(saved.get(name), float) or not isinstance(fresh.get(name), float) for name in measured):
+        return [key, seed, "damaged", "", "", "", "", "", "", ""], math.inf
+    difference = max(abs(100 * (saved[name] - fresh[name])) for name in measured)
+
+    def shown_pair(name: str) -> list[str]:
+        return [f"{100 * saved[name]:.2f}", f"{100 * fresh[name]:.2f}"] if name in measured else ["", ""]
+
+    return ([key, seed, *shown_pair("test_accuracy"), *shown_pair("train_accuracy"), *shown_pair("holdout_accuracy"),
              f"{saved['seconds']:.1f}", f"{fresh['seconds']:.1f}"], difference)
+
+
+def study_of(args: argparse.Namespace) -> Study:
+    """What this invocation runs, and where: only the full default comparison (every stage, seeds 0, 1, 2,
+    the data-budget runs) writes into results/ and README.md; any other selection goes to
+    results/local/ (unless --out), reusing the committed runs it can."""
+    seeds = parse_list(args.seeds, int, "--seeds")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError("--seeds needs distinct non-negative integers, e.g. 0,1,2")
+    specs = load_specs(parse_list(args.stages, str, "--stages"))
+    if args.quick:
+        specs = {n: dataclasses.replace(s, **s.quick) for n, s in specs.items()}
+    full = not args.quick and args.stages is None and seeds == FULL_SEEDS and not args.no_budget
+    out = args.out or (DEFAULT_OUT if full or (args.verify and not args.quick)
+                       else LOCAL_DIR / ("quick" if args.quick else "comparison"))
+    committed = full and out.resolve() == DEFAULT_OUT.resolve()
+    sources = () if args.quick or out.resolve() == DEFAULT_OUT.resolve() else (DEFAULT_OUT / "runs",)
+    if not args.verify:
+        writable_folder(out)
+        if not committed and args.out is None:
+            print(f"not the full comparison: writing to {shown(out)}/ (the committed results stay as they are)")
+    return Study(specs, seeds, stage_files(), load_data(args.data_dir), out, args.quick, args.force,
+                 not args.quiet, sources, committed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    seeds = parse_list(args.seeds, int, "--seeds")
+    if args.tolerance != args.tolerance or not 0 <= args.tolerance < 100:
+        raise UserError(f"--tolerance must be a number of points from 0 to 100, got {args.tolerance}")
+    study = study_of(args)
     blas.configure()
-    if min(seeds) < 0:
-        raise UserError("--seeds needs non-negative integers, e.g. 0,1,2")
-    specs = load_specs(parse_list(args.stages, str, "--stages"))
-    if args.quick:
-        specs = {n: dataclasses.replace(s, **s.quick) for n, s in specs.items()}
-    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
-    if not args.verify:
-        writable_folder(out)
-    study = Study(specs, seeds, stage_files(), load_data(args.data_dir), out, args.quick, args.force, not args.quiet)
     if args.verify:
         chosen = [] if args.no_budget or args.stages is not None else [v.key for v in DATA_BUDGET_VARIANTS]
         return verify(study, chosen, args.tolerance)
-
-    results = {number: study.run(number, spec, number) for number, spec in specs.items()}
+    study.plan(not args.no_budget)
+    results = {number: study.run(number, spec, number) for number, spec in study.specs.items()}
     variant_results = {} if args.no_budget else budget_variant_runs(study)
-    environment = describe_environment()
+    print()
+    print(stage_table(study.specs, results))
+    write_pages(study, results, variant_results)
+    return 0
+
+
+def write_pages(study: Study, results: dict[str, list[dict]], variant_results: dict[str, list[dict]]) -> None:
+    """comparison.md, comparison.csv, learning_curves.png and environment.json (and the README's table for
+    the committed comparison), unless they were rendered from exactly these runs and this code already."""
+    out = study.out
     all_runs = [r for runs in [*results.values(), *variant_results.values()] for r in runs]
+    key = render_key(all_runs, RENDER_CODE)
+    outputs = [out / name for name in ("comparison.md", "comparison.csv", "learning_curves.png")]
+    if up_to_date(key, out / "environment.json", outputs):
+        print(f"\n{shown(out / 'comparison.md')} and its figure are up to date with these {len(all_runs)} runs: "
+              "nothing written")
+        return
+    environment = {**runs_environment([r for r in all_runs if r["status"] == "ok"]), "rendered_from": key}
     atomic_write_text(out / "comparison.csv", runs_frame(all_runs).to_csv(index=False))
-    atomic_write_json(out / "environment.json", environment)
-    learning_curves(specs, results, out / "learning_curves.png")
+    learning_curves(study.specs, results, out / "learning_curves.png")
     comparison = comparison_markdown(study, results, variant_results, environment)
     atomic_write_text(out / "comparison.md", comparison)
-    print()
-    print(stage_table(specs, results))
-    print(f"\nwrote {out / 'comparison.md'}, comparison.csv, learning_curves.png")
-    full_default = out.resolve() == DEFAULT_OUT.resolve() and not args.quick and args.stages is None
-    if full_default and update_readme(readme_block_of(comparison)):
+    atomic_write_json(out / "environment.json", environment)
+    print(f"\nwrote {shown(out / 'comparison.md')}, comparison.csv, learning_curves.png")
+    if study.committed and update_readme(readme_block_of(comparison)):
         print("updated the comparison in README.md")
-    return 0
 
 
 if __name__ == "__main__":

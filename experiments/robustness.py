@@ -51,7 +51,7 @@ from common.environment import describe_environment
 from common.files import atomic_write_text
 from common.nn.errors import UserError
 from common.nn.network import Network
-from common.paths import REPO_ROOT, RESULTS_DIR, shown
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.plots import save_figure, show_digit, subplots
 from common.predict import load_model
 from common.protocol import StageSpec, scale_pixels, spawn_generators
@@ -60,7 +60,8 @@ from common.runner import load_data
 from common.stages import load_specs, stage_files
 
 DEFAULT_OUT = RESULTS_DIR
-QUICK_OUT = RESULTS_DIR / "quick"
+QUICK_OUT = LOCAL_DIR / "quick"
+LOCAL_OUT = LOCAL_DIR / "robustness"
 DEFAULT_MODELS = RESULTS_DIR / "stages"
 QUICK_IMAGES = 500
 NUM_EXAMPLES = 6          # test digits shown in the two picture figures
@@ -138,11 +139,11 @@ def find_model(number: str, spec: StageSpec, script: Path, options: argparse.Nam
         print(f"stage {spec.name}: no model at {shown(path)}; skipped (--no-train)", flush=True)
         return None
     print(f"stage {spec.name}: no model at {shown(path)}", flush=True)
+    data = ["--data-dir", options.data_dir] if getattr(options, "data_dir", None) is not None else []
     if options.quick:
-        train_missing(script, ["--quick", "--quiet", "--no-plots", "--out", str(quick_path.parent)])
+        train_missing(script, ["--quick", "--quiet", "--no-plots", "--out", str(quick_path.parent), *data])
         return quick_path
-    default = options.models_dir.resolve() == DEFAULT_MODELS.resolve()
-    train_missing(script, [] if default else ["--out", str(path.parent)])
+    train_missing(script, ["--out", str(path.parent), *data])
     return path
 
 
@@ -531,9 +532,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images and two stages, for tests")
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/; with --quick, results/quick/)")
+                        help="output folder (default results/ for every stage's committed model; otherwise "
+                             "results/local/robustness/, or results/local/quick/ with --quick)")
     options = parser.parse_args(argv)
-    options.out = options.out or (QUICK_OUT if options.quick else DEFAULT_OUT)
+    full = not options.quick and options.stages is None and options.images is None and options.seed == 0 \
+        and options.models_dir.resolve() == DEFAULT_MODELS.resolve()
+    options.out = options.out or (DEFAULT_OUT if full else QUICK_OUT if options.quick else LOCAL_OUT)
     if options.images is None and options.quick:
         options.images = QUICK_IMAGES
     return options

@@ -1,12 +1,15 @@
 """Make a stage's open choices on a validation split, never on the test set.
 
 For each setting in a small grid, train the stage on 50,000 training images and measure the
-accuracy on the other 10,000 (a seeded validation split); the test set is not loaded into any
-decision. Writes ``results/tuning/<stage>.md`` and ``.csv``.
+accuracy on the other 10,000 (a seeded validation split); the test set plays no part in any
+decision. Each (setting, seed) run is saved with a fingerprint of its settings and of the numeric
+code, and reused while both are unchanged, like the comparison's runs. Writes ``<name>.md`` and
+``<name>.csv`` (``<name>``: the stage's name unless ``--name``) to ``results/local/tuning/``; the
+committed tables in ``results/tuning/`` were written with ``--out results/tuning``, the command each
+of them names (a run of your own reuses their saved runs).
 
     python experiments/tune.py --stage 02 --lr 0.1,0.2,0.5,1.0
-    python experiments/tune.py --stage 03 --lr 0.05,0.1,0.2
-    python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine
+    python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine --seeds 0,1,2
 """
 from __future__ import annotations
 
@@ -21,30 +24,36 @@ import pandas as pd
 from tabulate import tabulate
 
 from common import blas
-from common.cli import OneLineParser, parse_list, run_cli, writable_folder
-from common.environment import describe_environment
-from common.files import atomic_write_text
-from common.nn.errors import DivergenceError, UserError
-from common.paths import RESULTS_DIR
-from common.runner import load_data, run_stage
-from common.stages import load_specs
+from common.cli import OneLineParser, non_negative_int, parse_list, run_cli, writable_folder
+from common.files import atomic_write_json, atomic_write_text
+from common.nn.errors import UserError
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
+from common.report import provenance_line, render_key, runs_environment, up_to_date
+from common.runner import load_data
+from common.runs import plan_progress, run_or_resume
+from common.stages import load_specs, stage_files
 
-GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int,
-                "hidden_dropout": float, "input_dropout": float, "weight_decay": float, "shift": int}
+GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
+                "input_dropout": float, "weight_decay": float, "shift": int, "warmup": int}
+COMMITTED_OUT = RESULTS_DIR / "tuning"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python experiments/tune.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True, help="stage number, e.g. 02")
     for option in GRID_OPTIONS:
         parser.add_argument(f"--{option.replace('_', '-')}", default=None,
                             help=f"comma-separated values of {option} to try")
-    parser.add_argument("--validation-size", type=int, default=10_000)
+    parser.add_argument("--validation-size", type=non_negative_int, default=10_000)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tuning")
+    parser.add_argument("--out", type=Path, default=LOCAL_DIR / "tuning",
+                        help="output folder (default results/local/tuning/; the committed tables: results/tuning)")
     parser.add_argument("--name", default=None,
                         help="file name of the table, without extension (default: the stage's name)")
+    parser.add_argument("--force", action="store_true", help="re-train runs that are saved and unchanged")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return parser.parse_args(argv)
 
 
@@ -53,78 +62,108 @@ def parse_grid(args: argparse.Namespace) -> dict[str, list]:
     grid = {}
     for option, kind in GRID_OPTIONS.items():
         text = getattr(args, option)
-        if text:
-            try:
-                grid[option] = [kind(value) for value in text.split(",")]
-            except ValueError:
-                raise UserError(f"--{option.replace('_', '-')}: cannot read {text!r}") from None
+        if text is not None:
+            grid[option] = parse_list(text, kind, f"--{option.replace('_', '-')}")  # repeats are refused
     if not grid:
         raise UserError("give at least one grid option, e.g. --lr 0.1,0.2")
     return grid
 
 
+def parse_seeds(text: str) -> list[int]:
+    seeds = parse_list(text, int, "--seeds")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds needs distinct non-negative integers, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def run_key(name: str, setting: dict) -> str:
+    """``tune-04_adam-epochs10-schedulecosine``: the saved run's folder name."""
+    return "-".join(["tune", name, *(f"{key.replace('_', '')}{value}" for key, value in setting.items())])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     writable_folder(args.out)
-    blas.configure()
-    (spec,) = load_specs([args.stage]).values()
-    grid = parse_grid(args)
-    seeds = parse_list(args.seeds, int, "--seeds")
-    data = load_data(args.data_dir)
-
-    rows = []
-    for values in itertools.product(*grid.values()):
-        setting = dict(zip(grid, values))
-        trial = dataclasses.replace(spec, validation_size=args.validation_size, **setting)
-        for seed in seeds:
-            try:
-                metrics = run_stage(trial, seed, data, out_dir=None, progress=False)
-            except DivergenceError as error:  # a rate too large is a result of the sweep, not the end of it
-                print(f"{setting} seed {seed}: {error}", flush=True)
-                metrics = {"val_accuracy": None, "train_accuracy": None, "seconds": None}
-            row = {**setting, "seed": seed, "val_accuracy": metrics["val_accuracy"],
-                   "train_accuracy": metrics["train_accuracy"], "seconds": metrics["seconds"]}
-            print("  ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
-                            for key, value in row.items()), flush=True)
-            rows.append(row)
-
-    text = tuning_markdown(spec, grid, pd.DataFrame(rows), args.validation_size)
+    (number, spec), = load_specs([args.stage]).items()
+    grid, seeds = parse_grid(args), parse_seeds(args.seeds)
     name = args.name or spec.name
-    atomic_write_text(args.out / f"{name}.md", text)
-    atomic_write_text(args.out / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    stage_file = stage_files()[number]
+    data = load_data(args.data_dir)
+    blas.configure()
+    settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **setting)) for setting in settings]
+    runs_dir = args.out / "runs" / name
+    sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)
+    tracker = plan_progress([(run_key(name, s), trial, seed, stage_file) for s, trial in trials for seed in seeds],
+                            runs_dir, args.force, sources)
+    rows, records = [], []
+    for setting, trial in trials:
+        for seed in seeds:
+            record = run_or_resume(run_key(name, setting), trial, seed, stage_file, data, runs_dir, args.force,
+                                   not args.quiet, sources, tracker)
+            ok = record["status"] == "ok"
+            rows.append({**setting, "seed": seed, "val_accuracy": record.get("val_accuracy") if ok else None,
+                         "train_accuracy": record.get("train_accuracy") if ok else None,
+                         "seconds": record.get("seconds") if ok else None})
+            records.append(record)
+    frame = pd.DataFrame(rows)
+    text = write_pages(args.out, name, spec, grid, frame, records, args.validation_size)
     print(text)
+    if frame["val_accuracy"].isna().all():
+        raise UserError(f"every setting of the grid failed or diverged (see {shown(args.out / name)}.md); "
+                        "try smaller learning rates")
     return 0
 
 
-def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation_size: int) -> str:
-    """The page: one row per setting (validation accuracy mean ± std over seeds), the best, provenance."""
-    summary = frame.groupby(list(grid), sort=False).agg(
-        val_accuracy=("val_accuracy", "mean"), val_std=("val_accuracy", "std"),
-        train_accuracy=("train_accuracy", "mean"), seconds=("seconds", "mean"),
-        seeds=("seed", "count"), finished=("val_accuracy", "count")).reset_index()
-    best = summary.loc[summary["val_accuracy"].idxmax()]
+def write_pages(out: Path, name: str, spec, grid: dict[str, list], frame: pd.DataFrame, records: list[dict],
+                validation_size: int) -> str:
+    """``<name>.md`` and ``<name>.csv``, unless already rendered from exactly these runs and this code."""
+    key = render_key(records, [Path(__file__), REPO_ROOT / "common" / "report.py"])
+    stamp = out / "runs" / name / "rendered.json"
+    if up_to_date(key, stamp, [out / f"{name}.md", out / f"{name}.csv"]):
+        print(f"{shown(out / name)}.md is up to date with its {len(records)} runs; nothing written")
+        return (out / f"{name}.md").read_text(encoding="utf-8")
+    environment = runs_environment([r for r in records if r.get("status") == "ok"] or records)
+    text = tuning_markdown(spec, grid, frame, validation_size, environment)
+    atomic_write_text(out / f"{name}.md", text)
+    atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_json(stamp, {"rendered_from": key})
+    return text
+
+
+def summary_rows(grid: dict[str, list], summary: pd.DataFrame) -> list[list]:
     rows = []
     for row in summary.to_dict("records"):
         if row["finished"] == 0:
-            rows.append([*(row[key] for key in grid), "diverged", "-", "-", row["seeds"]])
+            rows.append([*(row[key] for key in grid), "failed or diverged", "-", "-", row["seeds"]])
             continue
         accuracy = f"{100 * row['val_accuracy']:.2f}" + (f" ± {100 * row['val_std']:.2f}" if row["finished"] > 1 else "")
         if row["finished"] < row["seeds"]:
             accuracy += f" ({row['seeds'] - row['finished']} diverged)"
         rows.append([*(row[key] for key in grid), accuracy, f"{100 * row['train_accuracy']:.2f}",
                      f"{row['seconds']:.1f}", row["seeds"]])
-    table = tabulate(rows, headers=[*grid, "validation accuracy %", "train accuracy %", "seconds", "seeds"],
-                     tablefmt="github", disable_numparse=True)
-    environment = describe_environment()
+    return rows
+
+
+def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation_size: int, environment: dict) -> str:
+    """The page: one row per setting (validation accuracy mean ± std over seeds), the best, provenance."""
+    summary = frame.groupby(list(grid), sort=False).agg(
+        val_accuracy=("val_accuracy", "mean"), val_std=("val_accuracy", "std"),
+        train_accuracy=("train_accuracy", "mean"), seconds=("seconds", "mean"),
+        seeds=("seed", "count"), finished=("val_accuracy", "count")).reset_index()
+    table = tabulate(summary_rows(grid, summary), headers=[*grid, "validation accuracy %", "train accuracy %",
+                                                           "seconds", "seeds"], tablefmt="github", disable_numparse=True)
+    finished = summary[summary["finished"] > 0]
+    if finished.empty:
+        best = "Best on validation: none; every setting failed or diverged."
+    else:
+        top = finished.loc[finished["val_accuracy"].idxmax()]
+        best = ("Best on validation: " + ", ".join(f"{key} = {top[key]}" for key in grid)
+                + f" ({100 * top['val_accuracy']:.2f} %).")
     spread = " (mean ± std over the seeds)" if summary["seeds"].max() > 1 else ""
     return (f"# Tuning stage {spec.name} on a validation split\n\n"
             f"{validation_size:,} training images held out as validation (seeded); the test set plays no part{spread}.\n\n"
-            f"{table}\n\nBest on validation: "
-            + ", ".join(f"{key} = {best[key]}" for key in grid)
-            + f" ({100 * best['val_accuracy']:.2f} %).\n\n"
-            f"Command: `{environment['command']}`  \n"
-            f"Environment: {environment['date']}, commit {environment['commit']}, Python {environment['python']}, "
-            f"NumPy {environment['numpy']} ({environment['blas']}), {environment['cpu_count']} CPUs.\n")
+            f"{table}\n\n{best}\n\n{provenance_line(environment)}\n")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def test_quick_run_writes_every_output(quick_run) -> None:
         assert (frame["test_accuracy"] > 2 * CHANCE).all(), frame[["variant", "test_accuracy"]]
         page = (out / f"{name}.md").read_text()
         assert "| variant" in page and "test acc. %" in page
-        assert "Quick mode" in page and "Produced by `" in page and "NumPy" in page
+        assert "Quick mode" in page and "runs made by `" in page and "NumPy" in page
         reading = next(line for line in page.splitlines() if line.startswith(ablations.READING_PREFIX))
         best = frame.loc[frame["test_accuracy"].idxmax()]
         # the reading is computed from the numbers: it names the best variant and its accuracy

@@ -368,7 +368,7 @@ def test_a_run_without_a_committed_library_writes_to_quick(monkeypatch, capsys):
     assert bench.results_folder(bench.parse_args([]), bench.not_run(bench.parse_args([]))) == harness.QUICK_DIR
     assert conv_speed.prepare_output(conv_speed.parse_args([]), {"pytorch": "not installed"}) == harness.QUICK_DIR
     out = capsys.readouterr().out
-    assert out.count("results go to results/quick/ (pytorch") == 2 and "not installed here" in out
+    assert out.count("results go to results/local/benchmarks/ (pytorch") == 2 and "not installed here" in out
 
 
 def repository_copy(destination: Path) -> Path:
@@ -378,7 +378,7 @@ def repository_copy(destination: Path) -> Path:
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                                 cwd=REPO, capture_output=True, check=True, timeout=60).stdout.decode()
     except (OSError, subprocess.SubprocessError):  # no git: everything but the ignored folders
-        ignored = shutil.ignore_patterns(".git", "data", "quick", "__pycache__", "*.egg-info", ".pytest_cache")
+        ignored = shutil.ignore_patterns(".git", "data", "quick", "local", "__pycache__", "*.egg-info", ".pytest_cache")
         shutil.copytree(REPO, destination, ignore=ignored)
         return destination
     for name in filter(None, listed.split("\0")):
@@ -399,7 +399,7 @@ def checksums(results: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_quick_runs_never_touch_the_committed_results(tmp_path):
     """--quick runs of every script that writes results, started in a copy of the repository (whose
-    ``common`` they import), write to its results/quick/ and leave its committed files byte for byte."""
+    ``common`` they import), write to its results/local/benchmarks/ and leave its committed files byte for byte."""
     data = REPO / "data" / "mnist"
     if not data.is_dir() or len(list(data.glob("*-ubyte*"))) < 4:
         pytest.skip(f"no MNIST in {data} (python -m common.data fetch)")
@@ -413,10 +413,10 @@ def test_quick_runs_never_touch_the_committed_results(tmp_path):
                    "--data-dir", str(data), *extra]
         done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, f"{script}: {done.stderr[-2000:]}"
-        assert "results/quick/" in done.stdout and "a --quick run" in done.stdout, script
+        assert "results/local/benchmarks/" in done.stdout and "a --quick run" in done.stdout, script
     assert checksums(copy / "results") == before
     assert checksums(RESULTS_DIR) == original
-    written = copy / "results" / "quick"
+    written = copy / "results" / "local" / "benchmarks"
     assert json.loads((written / "benchmark.json").read_text())["settings"]["quick"]
     assert json.loads((written / "benchmark.json").read_text())["conv"]["settings"]["quick"]
     assert (written / "benchmark_scaling.png").is_file() and (written / "epoch_profile.md").is_file()

@@ -33,17 +33,30 @@ def test_quick_comparison_writes_tables_csv_and_figure(quick_run):
         assert f"| {name}" in table
     assert "Data budget versus model and optimizer" in table
     assert "Quick mode" in table
-    assert "Produced by" in table and "NumPy" in table
+    assert "Numbers from" in table and "NumPy" in table
     frame = pd.read_csv(out / "comparison.csv")
     assert set(frame["stage"]) >= set(stages)
     assert (frame["status"] == "ok").all()
     assert frame["test_accuracy"].between(0.5, 1.0).all(), "quick runs still beat chance widely"
     assert (out / "learning_curves.png").stat().st_size > 10_000
-    assert json.loads((out / "environment.json").read_text())["cpu_count"] >= 1
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["cpu_count"] >= 1 and environment["runs"] == len(frame)
 
 
-def test_rerun_resumes_without_training(quick_run):
-    """A second run finds every saved result unchanged and trains nothing."""
+def test_rerun_resumes_without_training_and_writes_nothing(quick_run):
+    """A second run of the same comparison finds every saved result unchanged, trains nothing, and leaves
+    every file it wrote byte for byte (the pages say which runs made the numbers, not when they were shown)."""
+    out, _ = quick_run
+    before = {path: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    result = subprocess.run([sys.executable, "experiments/compare.py", "--quick", "--seeds", "0", "--quiet",
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "training ..." not in result.stdout and "nothing written" in result.stdout
+    assert {path: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_rerun_of_some_stages_resumes_without_training(quick_run):
+    """A run of some of the saved stages trains nothing."""
     out, _ = quick_run
     result = subprocess.run([sys.executable, "experiments/compare.py", "--quick", "--seeds", "0", "--quiet",
                              "--stages", "03,04", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
@@ -96,3 +109,12 @@ def test_readme_table_matches_the_committed_comparison():
     committed = REPO / "results" / "comparison.md"
     assert committed.is_file(), "results/comparison.md is missing: run python experiments/compare.py"
     assert compare.readme_block() == compare.readme_block_of(committed.read_text(encoding="utf-8"))
+
+
+def test_long_runs_show_their_overall_progress(quick_run):
+    """After each run: runs done of all, how many were trained, the minutes so far (and the time left)."""
+    _, stdout = quick_run
+    lines = [line for line in stdout.splitlines() if " runs, " in line and " trained, " in line]
+    total = len([p for p in (REPO / "stages").glob("[0-9][0-9]_*.py")]) + len(compare.DATA_BUDGET_VARIANTS)
+    assert f"[1/{total} runs, " in lines[0] and f"[{total}/{total} runs, {total} trained, " in lines[-1]
+    assert "min so far" in lines[-1]

@@ -230,3 +230,17 @@ def test_the_core_speaks_of_networks_not_of_the_command_line(path: Path):
     text = path.read_text(encoding="utf-8")
     found = re.findall(r"(?<![\w-])--[a-z][\w-]*|\bstages?/\S+|\bstage \d\d\b|\brun_cli\b", text)
     assert not found, f"{path.relative_to(REPO)}: {found}"
+
+
+def test_a_script_of_another_checkout_refuses_to_write_into_this_one(tmp_path: Path):
+    """Two clones, one virtual environment: the second clone's script must not silently use (and write
+    the results of) the first clone's ``common`` package."""
+    other = tmp_path / "other-clone"
+    (other / "stages").mkdir(parents=True)
+    (other / "common").mkdir()
+    (other / "common" / "__init__.py").write_text("")
+    (other / "stages" / "04_adam.py").write_text((REPO / "stages" / "04_adam.py").read_text(encoding="utf-8"))
+    done = subprocess.run([sys.executable, str(other / "stages" / "04_adam.py"), "--quick"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "belongs to the checkout" in done.stderr and str(other) in done.stderr and "pip install -e" in done.stderr

@@ -347,8 +347,12 @@ def test_a_missing_model_is_trained_by_its_stage_script_or_skipped(tmp_path: Pat
     assert "training it: python" in capsys.readouterr().out
     assert experiment.find_model("04", spec, script, options) == path, "a quick model trained once is reused"
     options.quick = False
+    options.data_dir = str(tmp_path / "my_mnist")
     path = experiment.find_model("04", spec, script, options)
     assert path == tmp_path / "models" / "04_fake" / "model.npz" and path.is_file()
+    from common.serialize import load_network
+    arguments = load_network(path)[1]["args"]  # the stand-in saved what it was given
+    assert arguments[arguments.index("--data-dir") + 1] == options.data_dir, "--data-dir is passed on"
 
 
 # -- the command line ------------------------------------------------------------------------------

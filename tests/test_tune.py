@@ -35,3 +35,32 @@ def test_a_diverging_setting_is_a_row_not_the_end(tmp_path):
 def test_tune_needs_a_grid():
     with pytest.raises(UserError, match="at least one grid option"):
         tune.main(["--stage", "03"])
+
+
+@needs_mnist
+def test_a_second_run_reuses_every_run_and_writes_nothing(tmp_path, capsys):
+    arguments = ["--stage", "03", "--lr", "0.1", "--epochs", "1", "--validation-size", "2000", "--out", str(tmp_path)]
+    assert tune.main(arguments) == 0
+    written = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert tune.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "training ..." not in out and "unchanged, reusing" in out and "nothing written" in out
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == written
+
+
+@needs_mnist
+def test_a_grid_where_everything_diverges_is_reported_and_fails(tmp_path):
+    with pytest.raises(UserError, match="every setting of the grid failed or diverged"):
+        tune.main(["--stage", "03", "--lr", "1e9,1e10", "--epochs", "1", "--validation-size", "2000",
+                   "--out", str(tmp_path)])
+    page = (tmp_path / "03_minibatch.md").read_text()
+    assert page.count("failed or diverged") >= 3 and "Best on validation: none" in page
+
+
+@pytest.mark.parametrize("options, message", [(["--seeds", "-1"], "non-negative"), (["--seeds", "0,0"], "more than once"),
+                                              (["--lr", "0.1,0.1"], "more than once"), (["--lr", "x"], "--lr")])
+def test_bad_lists_are_refused_in_one_line(options, message, tmp_path):
+    arguments = ["--stage", "03", "--epochs", "1", "--out", str(tmp_path)] + (["--lr", "0.1"] if "--lr" not in options else [])
+    with pytest.raises(UserError, match=message):
+        tune.main(arguments + options)

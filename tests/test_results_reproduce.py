@@ -1,0 +1,100 @@
+"""Committed results match today's code, and a user's own commands never change them.
+
+* Every saved run under results/ (the comparison's, the ablations', the tuning's) carries the fingerprint
+  today's code gives its settings: a change that can move a number cannot land without regenerating what
+  it moves.
+* The README's short comparison, a quick stage and the full comparison with every run reused leave every
+  committed file byte for byte (a run of your own goes to results/local/, git-ignored).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mnist_available import needs_mnist
+
+from common.runs import expected_fingerprint, read_record
+from common.stages import stage_files
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results"
+RUN_FOLDERS = [RESULTS / "runs", RESULTS / "ablations" / "runs", RESULTS / "tuning" / "runs"]
+
+
+def committed_records() -> list[Path]:
+    return sorted(path for folder in RUN_FOLDERS for path in folder.rglob("seed*.json"))
+
+
+def stale_records() -> list[str]:
+    """The committed run records whose fingerprint is not the one today's code gives them."""
+    files = {path.stem: path for path in stage_files().values()}
+    stale = []
+    for path in committed_records():
+        record, why = read_record(path)
+        if record is None:
+            stale.append(f"{path.relative_to(REPO)}: {why}")
+        elif record["fingerprint"] != expected_fingerprint(record, files[record["stage"]]):
+            stale.append(str(path.relative_to(REPO)))
+    return stale
+
+
+def test_every_committed_run_has_the_fingerprint_of_the_committed_code():
+    assert len(committed_records()) >= 27 + 87, "the comparison's and the ablations' runs are committed"
+    stale = stale_records()
+    assert not stale, (f"{len(stale)} committed runs were made by other code (first: {stale[:3]}); regenerate "
+                       "them with the commands their pages name")
+
+
+def test_the_tuning_tables_come_from_their_saved_runs():
+    """Each committed tuning table has its runs saved beside it, one per row of its CSV."""
+    for table in sorted((RESULTS / "tuning").glob("*.csv")):
+        runs = list((RESULTS / "tuning" / "runs" / table.stem).rglob("seed*.json"))
+        rows = table.read_text(encoding="utf-8").strip().splitlines()[1:]
+        assert len(runs) == len(rows), f"{table.name}: {len(rows)} rows, {len(runs)} saved runs"
+
+
+def tracked_digests() -> dict[str, str]:
+    """sha256 of every tracked file under results/ and of README.md."""
+    listed = subprocess.run(["git", "ls-files", "results", "README.md"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.split()
+    return {name: hashlib.sha256((REPO / name).read_bytes()).hexdigest() for name in listed if (REPO / name).is_file()}
+
+
+def run(*command: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@needs_mnist
+def test_a_users_own_runs_leave_the_committed_results_as_they_are():
+    """The README's short run reuses the committed runs and writes its two-row table to results/local/; a
+    quick stage writes to results/local/quick/; the full comparison, every run reused, writes nothing."""
+    assert not stale_records(), "regenerate the committed runs first (the test above says which)"
+    before = tracked_digests()
+    short = run("experiments/compare.py", "--stages", "01,04", "--seeds", "0", "--quiet")
+    assert "training ..." not in short.stdout and "results/local/comparison" in short.stdout
+    table = (RESULTS / "local" / "comparison" / "comparison.md").read_text(encoding="utf-8")
+    assert "| 01_one_hidden_gd" in table and "| 04_adam" in table and "| 03_minibatch" not in table
+    run("stages/04_adam.py", "--quick", "--quiet", "--no-plots")
+    full = run("experiments/compare.py", "--quiet")
+    assert "training ..." not in full.stdout and "nothing written" in full.stdout
+    assert tracked_digests() == before
+
+
+def test_a_second_rendering_of_the_committed_comparison_would_write_the_same_files():
+    """What the committed pages record as their source is what they were rendered from."""
+    environment = json.loads((RESULTS / "environment.json").read_text(encoding="utf-8"))
+    assert environment["runs"] == len(list((RESULTS / "runs").rglob("seed*.json")))
+    assert len(environment.get("rendered_from", "")) == 16
+
+
+@pytest.mark.parametrize("folder", ["runs", "ablations/runs"])
+def test_saved_runs_name_the_command_that_made_them(folder):
+    for path in sorted((RESULTS / folder).rglob("seed*.json"))[:5]:
+        command = json.loads(path.read_text(encoding="utf-8"))["environment"]["command"]
+        assert "experiments/" in command, (path, command)
