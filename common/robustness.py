@@ -26,7 +26,6 @@ from typing import Iterator
 
 import numpy as np
 
-from common.nn.loss import softmax_cross_entropy
 from common.nn.network import Network
 
 RAW_SCALE = 255.0
@@ -191,19 +190,41 @@ def _chunks(count: int, size: int) -> Iterator[slice]:
     return (slice(start, start + size) for start in range(0, count, size))
 
 
+def loss_gradient_of_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The direction of dLoss/dlogits of each example, right for confident predictions too: ``(B, K)``.
+
+    The textbook ``(p - onehot(y)) / B`` loses its true-class entry ``p_y - 1`` when ``p_y`` rounds
+    to 1 (in float32 at a logit margin of about 16), leaving only the "raise the other classes" part: a
+    numerical form of gradient masking that made an attack look weaker than it is. Here ``p`` is
+    computed in float64 and the true-class entry as minus the sum of the others (the same number,
+    without the cancellation); each row is then scaled to a largest entry of 1, a positive factor that
+    changes no sign of the input gradient, so the float32 backward pass cannot underflow to 0.
+    """
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(len(labels))
+    p[rows, labels] = 0.0
+    p[rows, labels] = -p.sum(axis=1)
+    largest = np.abs(p).max(axis=1, keepdims=True)
+    np.divide(p, largest, out=p, where=largest > 0)
+    return p.astype(logits.dtype)
+
+
 def fgsm_direction(network: Network, images: np.ndarray, labels: np.ndarray, pixel_scale: str) -> np.ndarray:
     """``sign(dLoss/dx)`` ``(N, 784)``, values -1, 0 or 1: the direction in which each pixel of
     ``images (N, 784)`` in [0, 1] raises the cross-entropy of ``network`` on the true ``labels (N,)``.
 
     The gradient is taken where the model works (times 255 for a "raw" model: a positive factor,
-    so the same sign), in chunks of ``network.chunk_rows``. It depends only on the clean image,
-    so one call serves every epsilon of :func:`fgsm`.
+    so the same sign), in chunks of ``network.chunk_rows``, through :func:`loss_gradient_of_logits`
+    (each example's own direction, right however confident the model is). It depends only on the
+    clean image, so one call serves every epsilon of :func:`fgsm`.
     """
     images = np.asarray(images, dtype=np.float32)
     direction = np.empty(images.shape, dtype=np.float32)
     for rows in _chunks(len(images), network.chunk_rows):
         logits = network.forward(model_input(images[rows], pixel_scale), keep_for_backward=True)
-        _, dlogits = softmax_cross_entropy(logits, np.asarray(labels[rows]))
+        dlogits = loss_gradient_of_logits(logits, np.asarray(labels[rows]))
         direction[rows] = np.sign(network.backward(dlogits, input_grad=True))
     return direction
 

@@ -39,8 +39,9 @@ from common.nn.metrics import misclassified_indices
 from common.nn.network import Network
 from common.nn.optimizers import OPTIMIZERS
 from common.nn.textbook import Textbook
-from common.paths import LOCAL_DIR, shown
+from common.paths import LOCAL_DIR, STAGES_DIR, shown
 from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage, validate_spec
+from common.runs import fingerprint
 from common.serialize import save_network
 
 
@@ -92,12 +93,10 @@ def write_outputs(trained: TrainedStage, metrics: dict, out_dir: Path, plots: bo
     They are written into a fresh hidden folder beside ``out_dir`` that then replaces it, so a reader
     never sees a model and metrics from two different runs, even if a run is interrupted.
     """
-    spec = trained.spec
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
-        save_network(staging / "model.npz", trained.network,
-                     {"stage": spec.name, "pixel_scale": spec.pixel_scale, "seed": metrics["seed"]})
+        save_network(staging / "model.npz", trained.network, model_metadata(trained))
         atomic_write_text(staging / "per_class.md", per_class_table(metrics))
         if plots:
             write_figures(trained, metrics, staging)
@@ -105,6 +104,16 @@ def write_outputs(trained: TrainedStage, metrics: dict, out_dir: Path, plots: bo
         replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def model_metadata(trained: TrainedStage) -> dict:
+    """What a saved model carries besides its weights: its stage, pixel scale and seed, the code that
+    trained it, and the run's fingerprint (settings, seed and numeric code, as the run cache computes it),
+    so a reader of the model (the robustness experiment) can tell whether it is today's."""
+    stage_file = STAGES_DIR / f"{trained.spec.name}.py"
+    return {"stage": trained.spec.name, "pixel_scale": trained.spec.pixel_scale, "seed": trained.seed,
+            "implementation": trained.implementation,
+            "fingerprint": fingerprint(trained.spec, trained.seed, stage_file if stage_file.is_file() else None)}
 
 
 def replace_folder(new: Path, target: Path, attempts: int = 5) -> None:

@@ -449,3 +449,24 @@ def test_the_committed_table_covers_every_stage_and_matches_its_sources():
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {row['stage']} "))
         cells = [cell.strip() for cell in line.strip("|").split("|")][1:]
         assert cells == [f"{row[column]:.2f}" for column in ["clean", *transforms]], row["stage"]
+
+
+def test_fgsm_keeps_the_true_class_part_of_the_gradient_for_a_confident_prediction():
+    """A linear model 30 logits sure of class 0: float32 rounds p_0 to exactly 1, so the textbook p - y
+    loses its true-class entry and the gradient only raises the other classes. The attack's direction
+    must be the sign of the exact gradient, sum_j p_j (W_j - W_0), which also lowers class 0."""
+    network = Network.from_sizes([4, 3], np.random.default_rng(0))
+    layer = next(network.weighted_layers())
+    layer.params["W"][...] = np.array([[10.0, 0.0, 3.0], [10.0, 2.0, 0.0], [0.0, -1.0, 1.0], [5.0, 1.0, 1.0]])
+    layer.params["b"][...] = 0.0
+    x = np.array([[1.0, 1.0, 0.0, 1.0]], dtype=np.float32)  # logits 25, 3, 4: p_0 = 1 - 8e-10
+    logits = network.forward(x)
+    assert softmax_cross_entropy(logits, np.array([0]))[1][0, 0] == 0.0  # the float32 textbook entry is gone
+    W = layer.params["W"].astype(np.float64)
+    z = x.astype(np.float64) @ W
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    exact = (p[0, 1] * (W[:, 1] - W[:, 0]) + p[0, 2] * (W[:, 2] - W[:, 0]))[None, :]
+    direction = robustness.fgsm_direction(network, x / 1.0, np.array([0]), "unit")
+    np.testing.assert_array_equal(direction, np.sign(exact).astype(np.float32))
+    assert direction[0, 0] == -1.0, "the pixel that feeds class 0 most is darkened, not left alone"
