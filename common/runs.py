@@ -3,8 +3,9 @@ nothing that decides its numbers has changed.
 
 A result is saved under ``<runs_dir>/<key>/seed<seed>.json`` (atomically) with a fingerprint: a
 hash of the stage's settings, the seed, and the code (docstrings and comments left out) of the
-stage script and of every file that decides the numbers, which is all of ``common/nn/`` (by folder, so a new module there is covered without
-being listed) and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
+stage script and of every file that decides the numbers, which is all of ``common/nn/`` (by folder, so a new
+module there is covered without being listed) but the modules a saved run never executes
+(:data:`NEVER_RUN`: the textbook, for reading and for ``--reference``), and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
 steps every run goes through). The data loader is not in it: it only returns the verified bytes.
 A re-run with the same fingerprint reuses the saved result, so an interrupted study resumes where
 it stopped; a changed setting or a change to that code trains again. A study may also read results
@@ -33,39 +34,57 @@ from common.protocol import StageSpec, stage_metrics, train_stage
 
 NUMERIC_CORE = Path("common", "nn")
 PROTOCOL_MODULES = (Path("common", "protocol.py"),)
+NEVER_RUN = ("reference.py", "textbook.py", "gradcheck.py")
+"""Modules of the core a saved run never executes: the textbook and its layers (only ``--reference``
+and the exercises run them, and those runs are not saved here) and the tests' finite differences.
+``tests/test_results_reproduce.py`` traces a run of every kind to prove it; editing them keeps every
+saved result."""
 CODE_ROOT = REPO_ROOT  # where that code is read from (the tests point it at a frozen copy)
 
 
 def numeric_code_files(stage_file: Path | None = None) -> list[Path]:
-    """Every file whose change can move a number: ``common/nn/**.py``, the protocol modules, the stage."""
-    files = sorted((CODE_ROOT / NUMERIC_CORE).rglob("*.py")) + [CODE_ROOT / name for name in PROTOCOL_MODULES]
+    """Every file whose change can move a number: ``common/nn/**.py`` (but :data:`NEVER_RUN`), the
+    protocol modules, the stage."""
+    files = sorted(path for path in (CODE_ROOT / NUMERIC_CORE).rglob("*.py") if path.name not in NEVER_RUN)
+    files += [CODE_ROOT / name for name in PROTOCOL_MODULES]
     return files + ([stage_file] if stage_file is not None else [])
 
 
-def code_tokens(source: str) -> str:
+def code_tokens(source: str, skip_spec: bool = False) -> str:
     """The code of a module without its docstrings, comments and blank lines: the tokens the
-    interpreter runs, so that correcting a sentence does not invalidate hours of saved runs."""
-    docstring_lines: set[int] = set()
+    interpreter runs, so that correcting a sentence does not invalidate hours of saved runs.
+
+    ``skip_spec``: leave out a stage script's ``SPEC = StageSpec(...)`` too. Its values are the run's
+    settings, which the fingerprint holds already, and only the settings a run uses should decide it:
+    changing a stage's default (say, after tuning) must not invalidate the tuning runs that tried
+    other values. Any other code in a stage script still counts."""
+    skipped_lines: set[int] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
-                docstring_lines.update(range(first.lineno, first.end_lineno + 1))
+                skipped_lines.update(range(first.lineno, first.end_lineno + 1))
+        if skip_spec and isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SPEC"]:
+            skipped_lines.update(range(node.lineno, node.end_lineno + 1))
     kept = []
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type in (tokenize.INDENT, tokenize.DEDENT):
             kept.append(tokenize.tok_name[token.type])  # block structure, wherever it starts
-        elif token.type not in (tokenize.COMMENT, tokenize.NL) and token.start[0] not in docstring_lines:
+        elif token.type not in (tokenize.COMMENT, tokenize.NL) and token.start[0] not in skipped_lines:
             kept.append(token.string)
     return " ".join(kept)
 
 
+def is_stage_script(path: Path) -> bool:
+    return path.parent.name == "stages"
+
+
 @functools.lru_cache(maxsize=None)
 def code_of(path: Path) -> str:
-    """:func:`code_tokens` of a source file as it was when this process first read it: an edit
-    during a long run cannot label a result with code it did not run."""
-    return code_tokens(path.read_text(encoding="utf-8"))
+    """:func:`code_tokens` of a source file (a stage script without its SPEC) as it was when this process
+    first read it: an edit during a long run cannot label a result with code it did not run."""
+    return code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
 
 
 def code_digest(stage_file: Path | None = None, cached: bool = True) -> str:
@@ -73,7 +92,8 @@ def code_digest(stage_file: Path | None = None, cached: bool = True) -> str:
     digest = hashlib.sha256()
     for path in numeric_code_files(stage_file):
         digest.update(path.name.encode())
-        digest.update((code_of(path) if cached else code_tokens(path.read_text(encoding="utf-8"))).encode())
+        code = code_of(path) if cached else code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
+        digest.update(code.encode())
     return digest.hexdigest()
 
 

@@ -33,8 +33,26 @@ from common.runner import load_data
 from common.runs import plan_progress, run_or_resume
 from common.stages import load_specs, stage_files
 
+
+def dropout_pair(text: str) -> str:
+    """``"0.2/0.4"``: input and hidden dropout rates, each in [0, 1) (kept as text: a table's label)."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(part.replace(".", "", 1).isdigit() and float(part) < 1 for part in parts):
+        raise ValueError(text)
+    return f"{float(parts[0]):g}/{float(parts[1]):g}"
+
+
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
-                "input_dropout": float, "weight_decay": float, "shift": int, "warmup": int}
+                "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int}
+"""The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``."""
+
+
+def overrides_of(setting: dict) -> dict:
+    """The StageSpec fields a grid setting changes (``dropout`` "0.2/0.4" -> both rates)."""
+    fields = {key: value for key, value in setting.items() if key != "dropout"}
+    if "dropout" in setting:
+        fields["input_dropout"], fields["hidden_dropout"] = (float(x) for x in setting["dropout"].split("/"))
+    return fields
 COMMITTED_OUT = RESULTS_DIR / "tuning"
 
 
@@ -78,7 +96,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_key(name: str, setting: dict) -> str:
     """``tune-04_adam-epochs10-schedulecosine``: the saved run's folder name."""
-    return "-".join(["tune", name, *(f"{key.replace('_', '')}{value}" for key, value in setting.items())])
+    return "-".join(["tune", name, *(f"{key.replace('_', '')}{str(value).replace('/', '-')}"
+                                     for key, value in setting.items())])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_data(args.data_dir)
     blas.configure()
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **setting)) for setting in settings]
+    trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **overrides_of(setting)))
+              for setting in settings]
     runs_dir = args.out / "runs" / name
     sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)
     tracker = plan_progress([(run_key(name, s), trial, seed, stage_file) for s, trial in trials for seed in seeds],

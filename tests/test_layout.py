@@ -244,3 +244,15 @@ def test_a_script_of_another_checkout_refuses_to_write_into_this_one(tmp_path: P
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "belongs to the checkout" in done.stderr and str(other) in done.stderr and "pip install -e" in done.stderr
+
+
+def test_a_stage_scripts_settings_are_fingerprinted_as_settings_not_as_code():
+    """Changing a stage's SPEC (after tuning, say) leaves the code part of the fingerprint alone (the
+    settings themselves are in it), so runs that tried other values stay valid; other code still counts."""
+    from common.runs import code_tokens
+
+    script = 'import sys\nSPEC = StageSpec(name="x", lr=0.1)\nif __name__ == "__main__":\n    sys.exit(main(SPEC))\n'
+    other_spec = script.replace("lr=0.1", "lr=0.3")
+    assert code_tokens(script, skip_spec=True) == code_tokens(other_spec, skip_spec=True)
+    assert code_tokens(script) != code_tokens(other_spec)
+    assert code_tokens(script, skip_spec=True) != code_tokens(script.replace("main(SPEC)", "main(SPEC, [])"), skip_spec=True)

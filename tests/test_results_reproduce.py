@@ -98,3 +98,40 @@ def test_saved_runs_name_the_command_that_made_them(folder):
     for path in sorted((RESULTS / folder).rglob("seed*.json"))[:5]:
         command = json.loads(path.read_text(encoding="utf-8"))["environment"]["command"]
         assert "experiments/" in command, (path, command)
+
+
+def test_a_saved_run_never_executes_the_modules_the_fingerprint_leaves_out():
+    """The fingerprint skips common.runs.NEVER_RUN (the textbook and its layers, the finite differences),
+    so editing them keeps every saved result: proved here by tracing a run of every kind the studies make
+    (a perceptron with dropout, shifts and AdamW; a convolutional network; full-batch descent)."""
+    import dataclasses
+    import sys as system
+
+    import numpy as np
+
+    from common import runs
+    from common.data import MNIST
+    from common.protocol import train_stage
+    from common.stages import load_specs
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    data = MNIST(images[:200], rng.integers(0, 10, 200), images[200:], rng.integers(0, 10, 100))
+    specs = load_specs(["02", "05", "06"])
+    tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10)},
+            "06": {"epochs": 1, "layers": ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "relu", "flatten",
+                                           "dense 10")}}
+    executed: set[str] = set()
+
+    def record(frame, event, arg):
+        if event == "call":
+            executed.add(Path(frame.f_code.co_filename).name)
+
+    for number, spec in specs.items():
+        system.setprofile(record)
+        try:
+            train_stage(dataclasses.replace(spec, **tiny[number]), 0, data, progress=False)
+        finally:
+            system.setprofile(None)
+    assert {"network.py", "train.py", "optimizers.py", "conv.py", "layers.py"} <= executed
+    assert not executed & set(runs.NEVER_RUN), executed & set(runs.NEVER_RUN)
