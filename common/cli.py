@@ -7,6 +7,7 @@ traceback wall.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
@@ -42,9 +43,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_BROKEN_PIPE
     except OSError as error:
-        if not error.filename:
+        if error.filename:
+            print(f"error: cannot use {error.filename}: {error.strerror or error}", file=sys.stderr)
+        elif error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            print(f"error: cannot write: {error.strerror}", file=sys.stderr)
+        else:
             raise
-        print(f"error: cannot use {error.filename}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except MemoryError:
         print("error: out of memory; use a smaller network (--hidden) or batch (--batch-size)", file=sys.stderr)

@@ -21,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,16 +31,20 @@ from common.idx import (
     FILE_NAMES,
     IMAGE_SIDE,
     SPLITS,
+    CountMismatch,
     DataError,
     check_label_counts,
     fetch_hint,
     read_images,
     read_labels,
     refetch_advice,
+    scan_images,
 )
 from common.paths import DEFAULT_DATA_DIR
 
 ENV_DATA_DIR = "MNIST_DATA_DIR"
+SPLIT_NOUNS = {"train": "training", "test": "test"}
+LABEL_NAMES = tuple(labels for _, labels in SPLITS.values())
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,27 @@ def find_idx_file(data_dir: Path, name: str) -> Path | None:
             return candidate
     return None
 
+def _kind(path: Path) -> str:
+    """What an existing path that is not a folder is: "a file", "a character device", ..."""
+    for test, kind in ((Path.is_file, "a file"), (Path.is_char_device, "a character device"),
+                       (Path.is_fifo, "a FIFO (named pipe)"), (Path.is_block_device, "a block device"),
+                       (Path.is_socket, "a socket")):
+        if test(path):
+            return kind
+    return "not a folder"
+
 def _check_not_file(data_dir: Path) -> None:
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"{data_dir} exists but is not a directory; pass another --data-dir "
-                        f"or set {ENV_DATA_DIR}")
+    """Refuse a data directory that is a file (or a device), or would lie inside one, naming it."""
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir():
+        return
+    advice = f"pass another --data-dir or set {ENV_DATA_DIR}"
+    if existing == data_dir:
+        raise DataError(f"data directory {data_dir} is {_kind(data_dir)}, not a folder; {advice}")
+    raise DataError(f"cannot create or read data directory {data_dir}: {existing} is {_kind(existing)}, "
+                    f"not a folder; {advice}")
 
 def _make_dir(data_dir: Path) -> None:
     _check_not_file(data_dir)
@@ -100,20 +121,33 @@ def _require_file(data_dir: Path, name: str) -> Path:
                         f"fetch it with `{fetch_hint(data_dir)}`")
     return path
 
-def _check_counts(images_path: Path, images: np.ndarray, labels_path: Path, labels: np.ndarray) -> None:
-    if len(images) != len(labels):
-        raise DataError(f"{labels_path}: {len(labels)} labels but {images_path.name} has "
-                        f"{len(images)} images; {refetch_advice(labels_path)}")
+def _mismatch(images_path: Path, found: int, labels_path: Path, labels: int) -> DataError:
+    return DataError(f"{labels_path}: {labels} labels but {images_path.name} has {found} images; "
+                     f"{refetch_advice(labels_path)}")
+
+def _empty(images_path: Path, split: str) -> DataError:
+    return DataError(f"{images_path}: holds no {SPLIT_NOUNS[split]} images; a data set needs both training "
+                     f"and test images; {refetch_advice(images_path)}")
+
+def _load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images ``(N, 784)`` and labels ``(N,)``: the labels first, so that an image
+    header claiming another count is refused before the images are decompressed; N > 0."""
+    images_name, labels_name = SPLITS[split]
+    images_path = _require_file(data_dir, images_name)
+    labels_path = _require_file(data_dir, labels_name)
+    labels = read_labels(labels_path)
+    try:
+        images = read_images(images_path, count=len(labels))
+    except CountMismatch as error:
+        raise _mismatch(images_path, error.found, labels_path, len(labels)) from None
+    if not len(labels):
+        raise _empty(images_path, split)
+    return images, labels
 
 def _load_dir(data_dir: Path) -> MNIST:
     arrays = {}
-    for split, (images_name, labels_name) in SPLITS.items():
-        images_path = _require_file(data_dir, images_name)
-        labels_path = _require_file(data_dir, labels_name)
-        images = read_images(images_path)
-        labels = read_labels(labels_path)
-        _check_counts(images_path, images, labels_path, labels)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    for split in SPLITS:
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = _load_split(data_dir, split)
     return MNIST(**arrays, data_dir=data_dir)
 
 def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True,
@@ -162,33 +196,36 @@ def _reason(error: DataError, path: Path) -> str:
     text = text.removeprefix(f"{path}: ")
     return text.split("; re-fetch with")[0]
 
+def _check_file(directory: Path, name: str, counter: Callable[[Path], int]) -> tuple[FileCheck, int | None]:
+    """Check one standard file with ``counter`` (path -> number of items): its check and count."""
+    path = find_idx_file(directory, name)
+    if path is None:
+        return FileCheck(name, "MISSING", f"no {name}.gz or {name} in {directory}"), None
+    try:
+        count = counter(path)
+    except DataError as error:
+        return FileCheck(name, "BAD", _reason(error, path), path), None
+    detail = f"{count} labels" if name in LABEL_NAMES else f"{count} images {IMAGE_SIDE}x{IMAGE_SIDE}"
+    return FileCheck(name, "ok", detail, path), count
+
 def check_files(data_dir: str | os.PathLike | None = None) -> list[FileCheck]:
-    """Check the four standard files in the directory; one :class:`FileCheck` per file."""
+    """Check the four standard files in the directory; one :class:`FileCheck` per file.
+
+    The images are checked in constant memory (:func:`common.idx.scan_images`), whatever their
+    header claims; a split whose counts differ, or that holds no images, is BAD.
+    """
     directory = resolve_data_dir(data_dir)
     _check_not_file(directory)
     results: list[FileCheck] = []
-    for images_name, labels_name in SPLITS.values():
-        loaded: dict[str, np.ndarray] = {}
-        split_results: list[FileCheck] = []
-        for name, reader, noun in ((images_name, read_images, "images"), (labels_name, read_labels, "labels")):
-            path = find_idx_file(directory, name)
-            if path is None:
-                split_results.append(FileCheck(name, "MISSING", f"no {name}.gz or {name} in {directory}"))
-                continue
-            try:
-                array = reader(path)
-            except DataError as error:
-                split_results.append(FileCheck(name, "BAD", _reason(error, path), path))
-                continue
-            loaded[noun] = array
-            detail = f"{len(array)} images {IMAGE_SIDE}x{IMAGE_SIDE}" if noun == "images" else f"{len(array)} labels"
-            split_results.append(FileCheck(name, "ok", detail, path))
-        if len(loaded) == 2 and len(loaded["images"]) != len(loaded["labels"]):
-            labels_check = split_results[1]
-            split_results[1] = FileCheck(
-                labels_name, "BAD", f"{len(loaded['labels'])} labels but {split_results[0].path.name} "
-                f"has {len(loaded['images'])} images", labels_check.path)
-        results.extend(split_results)
+    for split, (images_name, labels_name) in SPLITS.items():
+        images, n_images = _check_file(directory, images_name, scan_images)
+        labels, n_labels = _check_file(directory, labels_name, lambda path: len(read_labels(path)))
+        if n_images is not None and n_labels is not None and n_images != n_labels:
+            labels = FileCheck(labels_name, "BAD", f"{n_labels} labels but {images.path.name} has {n_images} images",
+                               labels.path)
+        elif n_images == 0 and n_labels == 0:
+            images = FileCheck(images_name, "BAD", _reason(_empty(images.path, split), images.path), images.path)
+        results.extend((images, labels))
     return results
 
 def _names_to_fetch(data_dir: Path, replace_damaged: bool) -> list[str]:

@@ -21,9 +21,16 @@ machines' reach) until Ctrl-C. Routes:
   "probabilities": [10 floats]}], "milliseconds": server time}``, or ``{"blank": true, ...}`` for
   an empty drawing.
 
-Every bad request (malformed JSON, no image or not an image, a body over 1 MB, no Content-Length,
-a wrong method or path) gets a 4xx status and a one-line JSON ``{"error": "..."}``; the server
-keeps serving and logs nothing per request.
+Every bad request (malformed JSON, no image or not an image, a body over 1 MB, no Content-Length
+or one not in ASCII digits, a wrong method or path) gets a 4xx status and a one-line JSON
+``{"error": "..."}``; the server keeps serving and logs nothing per request.
+
+Only this machine's names are answered: a request whose ``Host`` is not ``127.0.0.1``,
+``localhost``, ``[::1]`` (any port) or the address served on gets a 421, so a web page that
+rebinds its own name to 127.0.0.1 (DNS rebinding) cannot drive the networks. The work is
+bounded: at most :data:`MAX_CONCURRENT` requests decode and predict at once, the others wait up
+to :data:`QUEUE_SECONDS` and then get a 503; images over :data:`MAX_IMAGE_PIXELS` are refused
+before they are decoded; the listen backlog holds a burst of :data:`LISTEN_BACKLOG` connections.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import binascii
 import errno
 import io
 import json
+import re
 import socketserver
 import sys
 import threading
@@ -52,7 +60,7 @@ from common.idx import IMAGE_SIDE
 from common.nn.errors import UserError
 from common.nn.network import Network
 from common.paths import RESULTS_DIR, shown
-from common.predict import classify, decode_image, load_model, preprocess_image
+from common.predict import MissingPackage, classify, decode_image, load_model, preprocess_image, require_pillow
 from common.stages import load_specs
 
 HOST = "127.0.0.1"
@@ -64,8 +72,23 @@ MAX_BODY_BYTES = 1_000_000
 """A 280 x 280 canvas as a PNG data URL is a few kB; bodies over 1 MB are refused unread."""
 DRAIN_BYTES = 8_000_000
 """A refused body up to this size is read and dropped before the answer (see ``_discard``)."""
-MAX_IMAGE_PIXELS = 4_000_000
-"""Images larger than this (width x height) are refused before they are decoded."""
+MAX_IMAGE_PIXELS = 1_000_000
+"""Images larger than this (width x height: 1000 x 1000, 12 times the page's 280 x 280 canvas)
+are refused before they are decoded: decoding and preparing one image at the limit takes tens of
+MB (:func:`common.predict.decode_image`, :func:`common.predict.preprocess_image`)."""
+MAX_CONCURRENT = 2
+"""Requests decoding and predicting at once (one per core); the others wait for a slot."""
+QUEUE_SECONDS = 5.0
+"""How long a request waits for a slot before a 503; the page sends one request at a time."""
+WORK_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT)
+"""The slots: peak memory is the loaded models plus MAX_CONCURRENT images, however many ask."""
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (``socketserver``'s default, 5,
+reset most of a burst of 100)."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""The Host names answered (with any port: an ``ssh -L`` tunnel changes it), and the address served on."""
+MAX_LENGTH_DIGITS = 15
+"""A Content-Length with more digits (leading zeros aside) is refused as far over 1 MB unparsed."""
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 STATIC_NAMES = ("index.html", "playground.css", "playground.js")
 """The only files served: the page and its assets, named here, so nothing else can be reached."""
@@ -134,6 +157,10 @@ def load_stages(models_dir: Path) -> tuple[list[Stage], list[str], list[str]]:
         except UserError as error:
             problems.append(str(error))
             continue
+        except Exception as error:  # whatever no check foresaw: skip that model too, in one line
+            reason = (str(error).splitlines() or [""])[0][:200]
+            problems.append(f"{path}: cannot be read ({type(error).__name__}: {reason})")
+            continue
         spec = specs.get(path.parent.name)
         stages.append(Stage(path.parent.name, spec.title if spec else "", spec.adds if spec else "",
                             network, metadata["pixel_scale"]))
@@ -172,6 +199,8 @@ def request_image(data_url: object) -> np.ndarray:
         raise RequestError(400, '"image" is not valid base64') from None
     try:
         return decode_image(io.BytesIO(raw), '"image"', IMAGE_FORMATS, MAX_IMAGE_PIXELS)
+    except MissingPackage as error:  # the server's set-up, not the request, is at fault
+        raise RequestError(500, str(error)) from None
     except UserError as error:
         raise RequestError(400, str(error)) from None
 
@@ -253,6 +282,17 @@ def answer(stages: Sequence[Stage], body: bytes) -> dict:
     return {"input": pixels.tolist(), "stages": answers, "milliseconds": _since(started)}
 
 
+def answer_in_turn(stages: Sequence[Stage], body: bytes) -> dict:
+    """:func:`answer`, once one of the :data:`WORK_SLOTS` is free; a 503 after :data:`QUEUE_SECONDS`."""
+    if not WORK_SLOTS.acquire(timeout=QUEUE_SECONDS):
+        raise RequestError(503, f"busy: {MAX_CONCURRENT} drawings are being read and others are waiting; "
+                                "try again in a moment")
+    try:
+        return answer(stages, body)
+    finally:
+        WORK_SLOTS.release()
+
+
 def _since(started: float) -> float:
     """Milliseconds since ``started`` (a ``time.perf_counter()``), to 0.01 ms."""
     return round(1000.0 * (time.perf_counter() - started), 2)
@@ -270,6 +310,28 @@ def warm_up(stages: Sequence[Stage], rounds: int = 5) -> float:
 
 # --------------------------------------------------------------------------- HTTP
 
+def host_allowed(host: str, served: str) -> bool:
+    """True if a ``Host`` header value names this machine: one of :data:`LOOPBACK_NAMES` or
+    ``served`` (the address listened on), with or without a port."""
+    name, colon, port = host.rpartition(":")
+    if not (colon and name and port.isascii() and port.isdigit() and len(port) <= 5):
+        name = host  # no port ("[::1]" ends in "]"), or not a valid one, which then matches no name
+    return name.lower() in (*LOOPBACK_NAMES, served.lower())
+
+
+def content_length(declared: str) -> int:
+    """The number of bytes a ``Content-Length`` value declares: ASCII digits only, since
+    ``str.isdigit`` also takes "²" (a 400 otherwise), far over 1 MB when very long (a 413)."""
+    text = declared.strip(" \t")
+    if not re.fullmatch(r"[0-9]+", text):
+        raise RequestError(400, f"Content-Length {declared[:20]!r} is not a whole number of bytes")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > MAX_LENGTH_DIGITS:
+        raise RequestError(413, f"Content-Length has {len(digits)} digits; the body may have at most "
+                                f"{MAX_BODY_BYTES:,} bytes (1 MB)")
+    return int(digits)
+
+
 def static_file(request_path: str) -> Path | None:
     """The file of ``common/playground_static/`` a GET path names (``/`` is ``index.html``), or None.
 
@@ -286,6 +348,7 @@ class PlaygroundServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_port = False  # a second server on the same port must fail, not share it
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
@@ -321,6 +384,8 @@ class PlaygroundHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """The page or one of its assets; 405 on ``/predict``, 404 elsewhere."""
+        if not self._host_checked():
+            return None
         path = static_file(self.path)
         if path is None:
             if urlsplit(self.path).path == "/predict":
@@ -333,12 +398,14 @@ class PlaygroundHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """``POST /predict``: read the JSON body (at most 1 MB) and answer; 405/404 elsewhere."""
+        if not self._host_checked():
+            return None
         if urlsplit(self.path).path != "/predict":
             if static_file(self.path) is not None:
                 return self._refuse(405, "this path only answers GET", allow="GET, HEAD")
             return self.send_error(404, f"no route {urlsplit(self.path).path[:80]!r}; POST to /predict")
         try:
-            reply = answer(self.server.stages, self._read_body())
+            reply = answer_in_turn(self.server.stages, self._read_body())
         except RequestError as error:
             return self.send_error(error.status, error.message)
         except Exception as error:  # a bug reaches the page as one line, never a traceback
@@ -352,9 +419,7 @@ class PlaygroundHandler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length")
         if declared is None:
             raise RequestError(411, "Content-Length required")
-        if not declared.strip().isdigit():
-            raise RequestError(400, f"Content-Length {declared[:20]!r} is not a whole number of bytes")
-        length = int(declared)
+        length = content_length(declared)
         if length > MAX_BODY_BYTES:
             self._discard(length)
             raise RequestError(413, f"the body is {length:,} bytes; at most {MAX_BODY_BYTES:,} (1 MB)")
@@ -367,6 +432,24 @@ class PlaygroundHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
         return body
+
+    def _host_checked(self) -> bool:
+        """True if the request names this machine in exactly one ``Host`` header; else answer it
+        (400 without one, 421 for another name, after dropping a small body) and return False."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            self.send_error(400, f"send exactly one Host header (got {len(hosts)})")
+            return False
+        if host_allowed(hosts[0].strip(), str(self.server.server_address[0])):
+            return True
+        try:
+            self._discard(min(content_length(self.headers.get("Content-Length", "0")), MAX_BODY_BYTES))
+        except RequestError:
+            pass
+        port = self.server.server_address[1]
+        self.send_error(421, f"Host {hosts[0][:60]!r} is not this machine; the playground answers only "
+                             f"http://127.0.0.1:{port}/ (or localhost)")
+        return False
 
     def _discard(self, length: int) -> None:
         """Read and drop a refused body of up to :data:`DRAIN_BYTES`, so the client, still sending
@@ -402,6 +485,8 @@ class PlaygroundHandler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":  # an unreadable request line: still send a status line
             self.request_version = "HTTP/1.0"
         headers = [("Connection", "close")] + ([("Allow", allow)] if allow else [])
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers.append(("Retry-After", "1"))
         self._send(status, (json.dumps({"error": text}) + "\n").encode("utf-8"), "application/json", headers)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -454,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
                         help="folder holding <stage>/model.npz (default results/stages)")
     args = parser.parse_args(argv)
+    require_pillow("the playground (to read drawings)")
     server = make_server([], args.port)  # a port in use fails before anything is loaded
     try:
         stages, problems, missing = load_stages(args.models_dir)
@@ -461,8 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stages = stages
         print(f"one prediction for all {len(stages)} stages: {warm_up(stages):.1f} ms", flush=True)
         host, port = server.server_address[:2]
-        print(f"playground at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-        try:
+        try:  # the address is printed inside: a Ctrl-C that follows it at once still stops cleanly
+            print(f"playground at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             print("playground stopped", flush=True)

@@ -3,7 +3,8 @@
 Each ``plot_*`` function draws one figure with matplotlib's object-oriented API (no pyplot),
 saves it as one PNG through :func:`save_figure` (atomically: a half-written file is never seen)
 and returns the :class:`~pathlib.Path` it wrote. Nothing here opens a window or touches global
-random state.
+random state. Without matplotlib, or the Pillow it draws with, this module still imports; the
+first figure asked for is a one-line :class:`~common.nn.errors.UserError` with the install command.
 
 Data conventions
 ----------------
@@ -26,18 +27,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
 from common.files import atomic_open
 from common.idx import IMAGE_SIDE
+from common.nn.errors import UserError
+
+try:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+    _MISSING: str | None = None
+except ImportError as error:  # matplotlib, or Pillow (which matplotlib imports), is not installed
+    _MISSING = (error.name or "matplotlib").split(".")[0]
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = [
     "DPI",
+    "require_matplotlib",
     "subplots",
     "save_figure",
     "plot_loss",
@@ -77,10 +85,21 @@ _WEIGHT_CAPTION = "red: positive weight, blue: negative, white: 0 (colour scale 
 # --------------------------------------------------------------------------------------------
 
 
+def require_matplotlib() -> None:
+    """Raise a one-line :class:`UserError` naming the missing package and its install command if
+    matplotlib cannot be imported (Pillow, which it draws with, missing included)."""
+    if _MISSING is not None:
+        package, install = ("Pillow", "pillow") if _MISSING == "PIL" else (_MISSING, _MISSING)
+        raise UserError(f"figures need the package {package}, which is not installed; install it with: "
+                        f"python -m pip install {install}")
+
+
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
              layout: str | None = "constrained", **kwargs: Any) -> tuple[Figure, Any]:
     """A new figure and its axes, as ``plt.subplots`` gives, but without pyplot: no global
-    figure registry, no window, no backend to choose, nothing to close."""
+    figure registry, no window, no backend to choose, nothing to close. The way into every
+    figure, so the one place that says when matplotlib or Pillow is missing."""
+    require_matplotlib()
     fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(nrows, ncols, **kwargs)
 

@@ -29,11 +29,14 @@ black on white, is a completely different input vector to a fully connected netw
    have theirs (mean 13.99 / 14.00 over the test set), shifted by whole pixels.
 
 :func:`load_image` reads PNG/JPEG/... of any size and mode (RGB, RGBA and palette images with
-transparency composited onto white, L, 16-bit) into a float ``(H, W)`` array in [0, 1];
-:func:`decode_image` does the same for an image in memory (the playground's canvas).
+transparency composited onto white, L, 16-bit, CMYK, LAB by its lightness, ...) into a float
+``(H, W)`` array in [0, 1]; :func:`decode_image` does the same for an image in memory (the
+playground's canvas). Both need Pillow; without it they say how to install it
+(:func:`require_pillow`).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -43,6 +46,7 @@ from typing import IO, Sequence
 import numpy as np
 
 from common.cli import OneLineParser, run_cli, writable_folder
+from common.files import atomic_open
 from common.idx import IMAGE_SIDE
 from common.nn.errors import UserError
 from common.paths import RESULTS_DIR, shown
@@ -63,6 +67,25 @@ NOISE_THRESHOLD = 0.2
 BLANK_CONTRAST = 0.08
 """An image whose ink differs from its background by less than this (on a 0..1 scale) is blank."""
 TOP_K = 3
+PILLOW_INSTALL = "python -m pip install pillow"
+
+
+class MissingPackage(UserError):
+    """A package the suite needs is not installed; the message names it and how to install it."""
+
+
+def require_pillow(purpose: str) -> None:
+    """Raise :class:`MissingPackage` (one line, with the install command) if Pillow cannot be imported.
+
+    Pillow comes with matplotlib, so it is nearly always there; when matplotlib comes from
+    elsewhere (a system package) it may not be, and ``purpose`` says what needs it.
+    """
+    try:
+        for module in ("PIL", "PIL.Image", "PIL.ImageOps"):  # what decode_image and _resize import
+            importlib.import_module(module)
+    except ImportError:
+        raise MissingPackage(f"{purpose} needs the package Pillow, which is not installed; "
+                             f"install it with: {PILLOW_INSTALL}") from None
 
 
 # --------------------------------------------------------------------------- reading
@@ -91,6 +114,7 @@ def decode_image(source: str | os.PathLike | IO[bytes], name: str, formats: Sequ
     ``max_pixels`` refuses larger images before they are decoded (else Pillow's own bomb limit).
     Raises :class:`UserError` (one line) for data that is not an image, damaged, or too large.
     """
+    require_pillow("reading images")
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     too_large = f"{name} is too large to be a digit drawing; resize it first"
@@ -108,7 +132,7 @@ def decode_image(source: str | os.PathLike | IO[bytes], name: str, formats: Sequ
         raise UserError(too_large) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated / corrupt data
         raise UserError(f"{name} is damaged or truncated and cannot be decoded ({error})") from None
-    gray = _to_gray(image)
+    gray = _to_gray(image, name)
     invalid = int(np.count_nonzero(~np.isfinite(gray)))
     if invalid:
         raise UserError(f"{name} has {invalid} invalid pixel{'s' if invalid > 1 else ''} (NaN or infinite); "
@@ -116,16 +140,40 @@ def decode_image(source: str | os.PathLike | IO[bytes], name: str, formats: Sequ
     return gray
 
 
-def _to_gray(image) -> np.ndarray:
-    """A Pillow image of any mode -> float32 ``(H, W)`` in [0, 1], transparency over white."""
+def _to_gray(image, name: str) -> np.ndarray:
+    """A Pillow image of any mode -> float32 ``(H, W)`` in [0, 1], transparency over white.
+
+    LAB images give their lightness band; a mode Pillow cannot turn into greyscale is a one-line
+    :class:`UserError` starting with ``name``.
+    """
+    try:
+        return _gray_pixels(_plain_mode(image))
+    except (ValueError, OSError, TypeError) as error:  # Pillow: "conversion from X to Y not supported"
+        raise UserError(f"{name}: cannot turn an image of mode {image.mode} into greyscale ({error}); "
+                        "save it as an 8-bit PNG") from None
+
+
+def _plain_mode(image):
+    """The image in a mode :func:`_gray_pixels` reads: LAB as its lightness ``L`` band, premultiplied
+    alpha (``La``, ``RGBa``) undone, palettes expanded, transparency composited onto white."""
     from PIL import Image
 
+    if image.mode == "LAB":
+        return image.getchannel("L")  # L*, 0..100 scaled to 0..255: LAB's own greyscale
+    if image.mode in ("La", "RGBa"):
+        image = image.convert(image.mode[:-1] + "A")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
+    return image
+
+
+def _gray_pixels(image) -> np.ndarray:
+    """A Pillow image without transparency -> float32 ``(H, W)`` in [0, 1]: 16- and 32-bit modes
+    by their range, any other through Pillow's greyscale (``L``), via RGB where it has no direct way."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16"):
@@ -134,8 +182,11 @@ def _to_gray(image) -> np.ndarray:
             peak = float(pixels.max()) if pixels.size else 0.0
             full = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
         return np.clip(pixels / full, 0.0, 1.0).astype(np.float32)
-    gray = np.asarray(image.convert("L"), dtype=np.float32)
-    return gray / np.float32(255.0)
+    try:
+        gray = image.convert("L")
+    except ValueError:
+        gray = image.convert("RGB").convert("L")
+    return np.asarray(gray, dtype=np.float32) / np.float32(255.0)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -152,6 +203,7 @@ def _frame(image: np.ndarray) -> np.ndarray:
 
 def _resize(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize float ``(h, w)`` to ``size = (height, width)`` with Pillow's anti-aliased Lanczos."""
+    require_pillow("preparing images")
     from PIL import Image
 
     resized = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32)).resize(  # mode "F"
@@ -283,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--show-input", metavar="PATH", default=None,
                         help="save a PNG of the 28x28 input as the network sees it")
     args = parser.parse_args(argv)
+    require_pillow("python -m common.predict (to read your image)")
     if args.show_input:
         if Path(args.show_input).suffix.lower() != ".png":
             raise UserError(f"--show-input {args.show_input}: the picture is a PNG; give a name ending in .png")
@@ -294,14 +347,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = format_prediction(probabilities)
     print("\n".join(lines), flush=True)
     if args.show_input:
-        from common.plots import plot_digit
-
         try:
-            written = plot_digit(pixels, args.show_input, title=f"{Path(args.image).name}: {lines[0]}")
+            written = save_input(pixels, Path(args.show_input))
         except OSError as error:
             raise UserError(f"cannot write {args.show_input}: {error.strerror or error}") from None
-        print(f"input as the network sees it: {written}")
+        print(f"input as the network sees it (28x28, white ink on black as in MNIST): {written}")
     return 0
+
+
+def save_input(pixels: np.ndarray, path: Path) -> Path:
+    """Write ``pixels (784,)`` in [0, 1] as the 28x28 greyscale PNG the network sees (atomically): one
+    pixel per input, 0 black, 1 white, nothing added around it."""
+    from PIL import Image
+
+    image = Image.fromarray(np.clip(np.round(255 * pixels.reshape(28, 28)), 0, 255).astype(np.uint8), mode="L")
+    with atomic_open(path) as file:
+        image.save(file, format="PNG")
+    return path
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ the summary printed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import glob
 import os
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +33,8 @@ from common.cli import (
     run_cli,
     writable_folder,
 )
-from common.files import atomic_write_json, atomic_write_text
+from common.exercises import load_learner_book
+from common.files import STALE_SECONDS, atomic_write_json, atomic_write_text
 from common.nn.conv import Conv2D
 from common.nn.errors import DivergenceError, UserError
 from common.nn.init import INITIALIZERS
@@ -76,8 +80,20 @@ OUTPUT_SUFFIXES = (".json", ".md", ".npz", ".png")  # what a stage writes into i
 
 
 def check_output_folder(out_dir: Path) -> Path:
-    """Before training: ``out_dir`` must be writable and hold nothing but a stage's outputs, since
-    a finished run replaces the whole folder with its own set."""
+    """Before training: ``out_dir`` must be a name the outputs can carry (UTF-8), writable, and hold nothing
+    but a stage's outputs, since a finished run replaces the whole folder with its own set. A link to a
+    folder is followed: the outputs go into the folder it points to, and the link stays. Returns the
+    folder to write (the link's target for a link)."""
+    try:
+        str(out_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"--out {str(out_dir).encode('utf-8', 'replace').decode()}: the name is not valid UTF-8, "
+                        "which the outputs (metrics.json names its folder) cannot carry; choose another name") from None
+    if out_dir.is_symlink():
+        target = out_dir.resolve()
+        if target.exists() and not target.is_dir():
+            raise UserError(f"--out {out_dir} links to {target}, which is not a folder; choose a folder")
+        out_dir = target
     writable_folder(out_dir)
     if out_dir.is_dir():
         foreign = [p.name for p in out_dir.iterdir() if p.is_dir() or p.suffix not in OUTPUT_SUFFIXES]
@@ -94,6 +110,7 @@ def write_outputs(trained: TrainedStage, metrics: dict, out_dir: Path, plots: bo
     never sees a model and metrics from two different runs, even if a run is interrupted.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_folders(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
         save_network(staging / "model.npz", trained.network, model_metadata(trained))
@@ -102,8 +119,22 @@ def write_outputs(trained: TrainedStage, metrics: dict, out_dir: Path, plots: bo
             write_figures(trained, metrics, staging)
         atomic_write_json(staging / "metrics.json", metrics)
         replace_folder(staging, out_dir)
+    except OSError as error:  # a full disk, a quota, a folder made read-only meanwhile
+        raise UserError(f"cannot write the outputs in {shown(out_dir)}: {error.strerror or error}; "
+                        "nothing there was changed") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def sweep_stale_folders(out_dir: Path) -> None:
+    """Remove the hidden ``.NAME.new-*`` and ``.NAME.old-*`` folders beside ``out_dir`` that a run killed while
+    writing its outputs left behind (untouched for ``common.files.STALE_SECONDS``; a run in progress is newer)."""
+    now = time.time()
+    for pattern in (f".{glob.escape(out_dir.name)}.new-*", f".{glob.escape(out_dir.name)}.old-*"):
+        for folder in out_dir.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and not folder.is_symlink() and now - folder.stat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(folder)
 
 
 def model_metadata(trained: TrainedStage) -> dict:
@@ -198,9 +229,13 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
                         help="a tiny budget (a few seconds) for smoke tests; numbers are not meaningful"
                              + (" (this stage also swaps in a smaller network)" if {"sizes", "layers"} & set(spec.quick) else ""))
     common.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    common.add_argument("--reference", action="store_true",
-                        help="train on the textbook's plain functions (common.nn.reference) instead of the fast "
-                             "core: the same maths, slower")
+    implementation = common.add_mutually_exclusive_group()
+    implementation.add_argument("--reference", action="store_true",
+                                help="train on the textbook's plain functions (common.nn.reference) instead of the "
+                                     "fast core: the same maths, slower")
+    implementation.add_argument("--exercises", metavar="DIR", default=None,
+                                help="train on your own functions from the worksheet in DIR (python -m common.exercises "
+                                     "start), the textbook's wherever yours is still blank")
     hyper = parser.add_argument_group("hyper-parameters of this stage")
     hyper.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default {spec.lr:g})")
     hyper.add_argument("--batch-size", type=positive_int, default=None,
@@ -264,8 +299,13 @@ def check_memory(spec: StageSpec) -> None:
 
 
 def load_data(data_dir: str | None) -> mnist.MNIST:
-    """MNIST from ``data_dir`` (which must exist if given) or the default folder (fetched if needed)."""
-    if data_dir is not None and not Path(data_dir).is_dir():
+    """MNIST from ``data_dir`` (which must exist if given) or the default folder (fetched if needed).
+    An empty ``--data-dir`` is refused rather than taken as the default folder; a file or device given
+    as the folder is named as such by the loader."""
+    if data_dir is not None and not str(data_dir).strip():
+        raise UserError("--data-dir is empty; give the folder of the MNIST files, or leave the option out for "
+                        "the default folder")
+    if data_dir is not None and not os.path.lexists(data_dir):
         raise UserError(f"data directory {data_dir} does not exist; fetch the data into it with "
                         f"`python -m common.data fetch --data-dir {data_dir}` or leave out --data-dir")
     return mnist.load_mnist(data_dir)
@@ -292,6 +332,19 @@ def print_summary(metrics: dict, out_dir: Path | None, published_budget: bool = 
     print("\n".join(lines), flush=True)
 
 
+def chosen_book(args: argparse.Namespace) -> Textbook | None:
+    """The textbook to train on: the reference (``--reference``), a learner's worksheet (``--exercises``,
+    saying whose functions run), or None for the fast core."""
+    if args.reference:
+        return Textbook()
+    if args.exercises is None:
+        return None
+    learner = load_learner_book(args.exercises)
+    print(f"training on your functions from {args.exercises}: {', '.join(learner.replaced) or 'none written yet'}"
+          + (f"; the textbook's for {', '.join(learner.blank)}" if learner.blank else ""), flush=True)
+    return learner.book
+
+
 def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | None = None) -> int:
     """The entry point of every stage script: ``sys.exit(main(SPEC, description=__doc__))``."""
 
@@ -300,11 +353,16 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
         stage = spec_from_args(spec, args)
         check_memory(stage)
         out_dir = check_output_folder(args.out or LOCAL_DIR / ("quick" if args.quick else "stages") / spec.name)
+        book = chosen_book(args)
+        if not args.no_plots:
+            from common.plots import require_matplotlib  # matplotlib is loaded only when figures are made
+
+            require_matplotlib()  # before training, not after: say at once that the figures cannot be drawn
         data = load_data(args.data_dir)
         blas.configure()
         try:
             metrics = run_stage(stage, args.seed, data, out_dir, plots=not args.no_plots, progress=not args.quiet,
-                                book=Textbook() if args.reference else None)
+                                book=book)
         except DivergenceError as error:
             raise DivergenceError(f"{error} (--lr)") from None
         print_summary(metrics, out_dir, published_budget=stage.settings() == spec.settings())

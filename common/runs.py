@@ -218,8 +218,10 @@ def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None,
     print(f"[{key} seed {seed}] training ...", flush=True)
     result = train_and_record(key, spec, seed, stamp, data, progress)
     atomic_write_json(path, result)
-    status = (f"test {100 * result['test_accuracy']:.2f} %, {result['seconds']:.1f} s"
-              if result["status"] == "ok" else f"FAILED: {result['reason']}")
+    status = f"FAILED: {result['reason']}" if result["status"] != "ok" else (
+        # a run with a validation split is there to choose a setting: show what the choice may look at
+        f"validation {100 * result['val_accuracy']:.2f} %" if "val_accuracy" in result
+        else f"test {100 * result['test_accuracy']:.2f} %") + f", {result.get('seconds', 0):.1f} s"
     print(f"[{key} seed {seed}] {status}" + (f" {tracker.line(trained_now=True)}" if tracker else ""), flush=True)
     return result
 

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from common.files import atomic_open
-from common.nn.architecture import Architecture
+from common.nn.architecture import Architecture, LayerShape
 from common.nn.errors import UserError
 from common.nn.network import Network
 
@@ -40,6 +43,18 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_HEADER_CHARS = 1_000_000
 """A model's JSON header is a few hundred characters; refuse to read one claiming more."""
+MAX_PARAMETERS = 50_000_000
+"""The most parameters a model may declare: 39 times stage 05's 1.3 million, 200 MB as float32.
+Checked from the architecture before any weight is read, so a zip bomb whose weights agree
+with a huge architecture (784 x 400,000 zeros deflate to a megabyte) is refused unread."""
+MAX_LAYER_VALUES = 4_000_000
+"""The most values one layer may compute per image (a convolution's patch matrix included):
+stage 06's largest is 51,200. More would cost gigabytes per batch for a handful of parameters."""
+MAX_MEMBER_BYTES = 8 * MAX_PARAMETERS + 65_536
+"""The largest ``.npy`` member a model may hold, by the zip directory (float64 at the cap)."""
+COMPRESSION_NAMES = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", 9: "deflate64",
+                     zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma", 93: "zstandard"}
+"""Zip compression methods by number, to name them; NumPy writes the first two, the only ones read."""
 
 
 class _NotAModel(Exception):
@@ -52,54 +67,109 @@ def _read_member(archive: zipfile.ZipFile, name: str, shape: tuple[int, ...] | N
     ``kinds`` (e.g. ``"f"``) and, when given, exactly ``shape``. The check comes before NumPy
     allocates anything, and the member must hold exactly the bytes its header declares, so a
     forged shape cannot exhaust memory; pickled objects are refused (``allow_pickle=False``)."""
-    try:
-        member = archive.open(f"{name}.npy")
-    except KeyError:
-        raise _NotAModel(f"it has no array {name!r}") from None
-    with member:
+    info = _member_info(archive, name)
+    with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
         found_shape, _, dtype = read_header(member)
-        if dtype.kind not in kinds or dtype.hasobject:
+        if dtype.kind not in kinds or dtype.hasobject or ("f" in kinds and dtype.itemsize > 8):
             raise _NotAModel(f"its array {name!r} holds {dtype} values, not "
-                             f"{'numbers' if 'f' in kinds else 'text'}")
+                             f"{'16-, 32- or 64-bit numbers' if 'f' in kinds else 'text'}")
         if shape is not None and found_shape != shape:
             raise _NotAModel(f"its array {name!r} has shape {found_shape}, the architecture needs {shape}")
         if shape is None and (found_shape != () or dtype.itemsize > 4 * MAX_HEADER_CHARS):
             raise _NotAModel(f"its {name!r} is not one short text")
         declared = int(np.prod(found_shape, dtype=np.float64)) * dtype.itemsize
-        if archive.getinfo(f"{name}.npy").file_size - member.tell() != declared:
+        if info.file_size - member.tell() != declared:
             raise _NotAModel(f"its array {name!r} does not hold the {found_shape} values its header declares")
         member.seek(0)
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def _read_model(path: Path) -> tuple[Architecture, list[tuple[np.ndarray, np.ndarray]], dict]:
-    """The architecture, ``(W, b)`` pairs and metadata in the archive at ``path``, all checked."""
-    with zipfile.ZipFile(path) as archive:
+def _member_info(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+    """The zip directory entry of array ``name``, refused if encrypted, compressed by a method
+    NumPy does not write, or larger than :data:`MAX_MEMBER_BYTES` once decompressed."""
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise _NotAModel(f"it has no array {name!r}") from None
+    if info.flag_bits & 0x41:  # bit 0: encrypted; bit 6: strong encryption
+        raise _NotAModel(f"its array {name!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        method = COMPRESSION_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise _NotAModel(f"its array {name!r} is compressed with {method}; a model is stored or deflated "
+                         "(np.savez, np.savez_compressed)")
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise _NotAModel(f"its array {name!r} unpacks to {info.file_size:,} bytes, more than a model may hold "
+                         f"({MAX_MEMBER_BYTES:,})")
+    return info
+
+
+def _no_constant(name: str) -> None:
+    """``json.loads``'s ``parse_constant``: Infinity and NaN are not JSON numbers."""
+    raise _NotAModel(f"its header holds {name}, which is not a JSON number")
+
+
+def _read_header(archive: zipfile.ZipFile) -> tuple[dict, dict]:
+    """The JSON header's architecture description and metadata, checked for shape and types."""
+    try:
+        header = json.loads(str(_read_member(archive, "header", None, "U")), parse_constant=_no_constant)
+    except RecursionError:
+        raise _NotAModel("its header is JSON nested too deeply") from None
+    except ValueError:  # JSONDecodeError, or an integer of thousands of digits
+        raise _NotAModel("its header is not JSON") from None
+    if not isinstance(header, dict) or header.get("format") not in READABLE_FORMATS:
+        raise _NotAModel("its header does not name this suite's model format")
+    described = header.get("architecture")
+    metadata = header.get("metadata", {})
+    if not isinstance(described, dict) or not isinstance(described.get("sizes"), list):
+        raise _NotAModel("its header has no architecture with a list of sizes")
+    if not all(type(size) is int for size in described["sizes"]):  # not bool, float or text
+        shown = json.dumps(described["sizes"])
+        raise _NotAModel(f"its architecture's sizes {shown[:60]} are not all whole numbers")
+    if not isinstance(metadata, dict):
+        raise _NotAModel("its metadata is not a JSON object")
+    layers = described.get("layers", [])
+    if not (isinstance(layers, list) and all(isinstance(layer, str) for layer in layers)):
+        raise _NotAModel("its architecture's layers are not a list of layer strings")
+    if header["format"] != FORMAT and "layers" in described:
+        raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}")
+    return {**described, "sizes": tuple(described["sizes"]), "layers": tuple(layers)}, metadata
+
+
+def _layer_values(layer: LayerShape) -> int:
+    """The values one layer computes per image: its output, and a convolution's patch matrix."""
+    if layer.kind == "conv":
+        _, k, _ = layer.args
+        return max(math.prod(layer.out_shape), math.prod(layer.out_shape[:2]) * k * k * layer.in_shape[2])
+    return math.prod(layer.out_shape)
+
+
+def _check_size(architecture: Architecture) -> None:
+    """Refuse an architecture over :data:`MAX_PARAMETERS` or :data:`MAX_LAYER_VALUES`."""
+    count = architecture.num_parameters
+    if count > MAX_PARAMETERS:
+        shown = f"{count:,}" if count < 10**18 else "more than 10^18"
+        raise _NotAModel(f"its architecture declares {shown} parameters, more than the {MAX_PARAMETERS:,} "
+                         "a model may have")
+    widest = max(_layer_values(layer) for layer in architecture.walk)
+    if widest > MAX_LAYER_VALUES:
+        raise _NotAModel(f"one of its layers computes {widest:,} values per image, more than the "
+                         f"{MAX_LAYER_VALUES:,} a model may")
+
+
+def _read_model(source: IO[bytes]) -> tuple[Architecture, list[tuple[np.ndarray, np.ndarray]], dict]:
+    """The architecture, ``(W, b)`` pairs and metadata in the archive ``source``, all checked."""
+    with zipfile.ZipFile(source) as archive:
+        described, metadata = _read_header(archive)
         try:
-            header = json.loads(str(_read_member(archive, "header", None, "U")))
-        except json.JSONDecodeError:
-            raise _NotAModel("its header is not JSON") from None
-        if not isinstance(header, dict) or header.get("format") not in READABLE_FORMATS:
-            raise _NotAModel("its header does not name this suite's model format")
-        described = header.get("architecture")
-        metadata = header.get("metadata", {})
-        if not isinstance(described, dict) or not isinstance(described.get("sizes"), list):
-            raise _NotAModel("its header has no architecture with a list of sizes")
-        if not isinstance(metadata, dict):
-            raise _NotAModel("its metadata is not a JSON object")
-        layers = described.get("layers", [])
-        if not (isinstance(layers, list) and all(isinstance(layer, str) for layer in layers)):
-            raise _NotAModel("its architecture's layers are not a list of layer strings")
-        try:
-            if header["format"] != FORMAT and "layers" in described:
-                raise TypeError
-            architecture = Architecture(**{**described, "sizes": tuple(described["sizes"]),
-                                           "layers": tuple(layers)})
-        except TypeError:
-            raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}") from None
+            architecture = Architecture(**described)
+        except TypeError as error:
+            if "keyword argument" in str(error):
+                raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}") from None
+            raise _NotAModel("its architecture has a field of the wrong type") from None
+        _check_size(architecture)
         weights = []
         for index, shapes in enumerate(architecture.param_shapes()):
             w_shape, b_shape = shapes["W"], shapes["b"]
@@ -111,10 +181,10 @@ def _read_model(path: Path) -> tuple[Architecture, list[tuple[np.ndarray, np.nda
     return architecture, weights, metadata
 
 
-def _kind_of_file(path: Path) -> str:
+def _kind_of_file(handle: IO[bytes]) -> str:
     """A short description of a file that is not a ``.npz`` archive, from its first bytes."""
-    with open(path, "rb") as handle:
-        start = handle.read(len(NPY_MAGIC))
+    handle.seek(0)
+    start = handle.read(len(NPY_MAGIC))
     if start.startswith(NPY_MAGIC):
         return "a single NumPy array (.npy), not a model; a model is the model.npz a stage writes"
     if not start:
@@ -122,31 +192,71 @@ def _kind_of_file(path: Path) -> str:
     return "not a .npz archive"
 
 
+FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is when it is not a regular file ("a FIFO ..."), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path, what: str = "model") -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file; a one-line :class:`UserError` saying what
+    it is otherwise (missing, a folder, a FIFO, a device). Opened without blocking, and checked
+    again once open, so a FIFO put in its place meanwhile cannot hang the reader."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        target = f" (a link to {os.readlink(path)}, which does not exist)" if path.is_symlink() else ""
+        raise UserError(f"{what} file {path} does not exist{target}; train a stage first (it writes model.npz)") from None
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        hint = f"; did you mean {path / 'model.npz'}?" if (path / "model.npz").is_file() else ""
+        raise UserError(f"{what} {path} is a folder, not a {what} file{hint}")
+    descriptor = -1
+    try:
+        if _not_regular(mode) is None:
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            mode = os.fstat(descriptor).st_mode
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    kind = _not_regular(mode)
+    if kind is not None:
+        if descriptor >= 0:
+            os.close(descriptor)
+        raise UserError(f"{what} {path} is not a regular file: it is {kind}; give the {what}.npz a stage writes")
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
 def load_network(path: str | os.PathLike) -> tuple[Network, dict]:
     """Read a network saved by :func:`save_network`; returns ``(network, metadata)``.
 
-    Anything else raises :class:`UserError` with one line naming the file: a missing file or a
-    folder, a plain or pickled ``.npy``, a truncated or foreign archive, a header that is not
-    this suite's, weights whose shape or type does not match the architecture (checked before
-    they are read, so a forged shape cannot exhaust memory) and NaN or infinite weights.
+    Anything else raises :class:`UserError` with one line naming the file: a missing file, a
+    folder, a FIFO or a device, a plain or pickled ``.npy``, a truncated, encrypted or foreign
+    archive, a header that is not this suite's, an architecture over :data:`MAX_PARAMETERS` or
+    :data:`MAX_LAYER_VALUES` (checked before any weight is read, so a zip bomb costs nothing),
+    weights whose shape or type does not match the architecture (checked before they are read,
+    so a forged shape cannot exhaust memory) and NaN or infinite weights.
     """
     path = Path(path)
-    if path.is_dir():
-        hint = f"; did you mean {path / 'model.npz'}?" if (path / "model.npz").is_file() else ""
-        raise UserError(f"model {path} is a folder, not a model file{hint}")
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist; train a stage first (it writes model.npz)")
-    try:
-        architecture, weights, metadata = _read_model(path)
-    except UserError as error:  # a header whose architecture is invalid
-        raise UserError(f"{path}: {error}") from None
-    except _NotAModel as error:
-        raise UserError(f"{path} is not a model saved by this suite: {error}") from None
-    except zipfile.BadZipFile:
-        raise UserError(f"{path} is not a model saved by this suite: it is {_kind_of_file(path)}") from None
-    except (OSError, ValueError, TypeError, EOFError, zipfile.LargeZipFile, MemoryError) as error:
-        reason = str(error).split(";")[0].split(". ")[0] or type(error).__name__
-        raise UserError(f"{path} is not a readable model (damaged or truncated: {reason})") from None
+    with open_regular(path) as handle:
+        try:
+            architecture, weights, metadata = _read_model(handle)
+        except UserError as error:  # a header whose architecture is invalid
+            raise UserError(f"{path}: {error}") from None
+        except _NotAModel as error:
+            raise UserError(f"{path} is not a model saved by this suite: {error}") from None
+        except zipfile.BadZipFile:
+            raise UserError(f"{path} is not a model saved by this suite: it is {_kind_of_file(handle)}") from None
+        except (OSError, ValueError, TypeError, EOFError, RuntimeError, ArithmeticError, LookupError,
+                zipfile.LargeZipFile, MemoryError) as error:
+            reason = (str(error).splitlines() or [""])[0].split(";")[0].split(". ")[0] or type(error).__name__
+            raise UserError(f"{path} is not a readable model (damaged or truncated: {reason})") from None
     network = Network.from_architecture(architecture, np.random.default_rng(0), init="normal", init_scale=0.0)
     dtype = np.dtype(architecture.dtype)
     for layer, (w, b) in zip(network.weighted_layers(), weights):

@@ -13,6 +13,9 @@ Maths (docs/math.md): #forward-pass, #softmax-and-cross-entropy, #backpropagatio
 and #initialisation, of which this stage's 0.001 * randn start on raw pixels is the worked example.
 Code: common.nn.network.Network.forward, common.nn.loss.softmax_cross_entropy, common.nn.layers.Dense.backward, common.nn.optimizers.GradientDescent.update
 
+Exercises: python -m common.exercises check 01 (dense_forward, dense_backward, relu_forward, relu_backward,
+softmax_cross_entropy, sgd_step); train on yours with --exercises my_exercises.
+
 Run: python stages/01_one_hidden_gd.py [--quick] [--seed 0] [--help]
 """
 import sys

@@ -22,6 +22,8 @@ accuracy is still creeping up then, which is stage 03's point: one update per 60
 
 Code: common.protocol.scale_pixels, common.nn.init.he, common.nn.train.loss_and_gradient
 
+Exercises: python -m common.exercises check 02 (tanh_backward, sigmoid_forward, sigmoid_backward), after stage 01's.
+
 Run: python stages/02_deep_relu.py [--quick] [--lr 0.5] [--epochs 400] [--help]
 """
 import sys

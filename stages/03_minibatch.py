@@ -14,6 +14,8 @@ results/tuning/03_minibatch.md); 20 epochs keep the run well under a minute.
 
 Code: common.nn.train.iterate_minibatches, common.nn.train.train_one_epoch
 
+Exercises: python -m common.exercises check 03 (minibatches: shuffle, cut, keep the last batch).
+
 Run: python stages/03_minibatch.py [--quick] [--lr 0.3] [--batch-size 128] [--epochs 20] [--help]
 """
 import sys

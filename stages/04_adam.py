@@ -20,6 +20,9 @@ the same split found none better (results/tuning/04_adam_lr.md).
 
 Code: common.nn.optimizers.Adam.update
 
+Exercises: python -m common.exercises check 04 (momentum_step, rmsprop_step, adam_step);
+python stages/04_adam.py --exercises my_exercises --quick trains on yours.
+
 Run: python stages/04_adam.py [--quick] [--lr 0.001] [--schedule cosine] [--epochs 30] [--help]
 """
 import sys

@@ -27,6 +27,9 @@ fit in the comparison's time.
 
 Code: common.nn.layers.Dropout.forward, common.nn.augment.random_shift, common.nn.optimizers.Optimizer.step, common.nn.schedules.cosine
 
+Exercises: python -m common.exercises check 05 (dropout_forward, dropout_backward, dropout_layer_forward,
+random_shift, decay_weights).
+
 Run: python stages/05_regularized.py [--quick] [--epochs 30] [--seed 0] [--help]
 """
 import sys

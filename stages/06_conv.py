@@ -33,6 +33,9 @@ Each run takes a few minutes on a 2-core machine.
 
 Code: common.nn.conv.Conv2D.forward, common.nn.conv.Conv2D.backward, common.nn.conv.MaxPool2D.backward, common.nn.architecture.walk_layers
 
+Exercises: python -m common.exercises check 06 (conv_forward, conv_backward, maxpool_forward, maxpool_backward;
+loops are fine, so train on them with --quick).
+
 Run: python stages/06_conv.py [--quick] [--epochs 8] [--seed 0] [--help]
 """
 import sys

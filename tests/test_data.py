@@ -175,9 +175,9 @@ def test_missing_without_fetch_says_how(tmp_path):
 def test_data_dir_is_a_file(tmp_path):
     not_dir = tmp_path / "file"
     not_dir.write_text("x")
-    with pytest.raises(DataError, match="not a directory"):
+    with pytest.raises(DataError, match="is a file, not a folder"):
         load_mnist(not_dir, fetch=False)
-    with pytest.raises(DataError, match="not a directory"):
+    with pytest.raises(DataError, match="is a file, not a folder"):
         fetch_mnist(not_dir, progress=False)
 
 

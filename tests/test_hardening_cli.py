@@ -148,3 +148,120 @@ def test_verify_reproduces_a_committed_run_and_catches_a_tampered_one(tmp_path):
         else:
             assert result.returncode == 0 and "reproduced: largest accuracy difference" in result.stdout, result.stdout
     shutil.rmtree(tmp_path)
+
+
+# -- issue: hardening, round 2 -------------------------------------------------------------------
+
+def quick_trained(tmp_path: Path):
+    """A trained stage-04 network on a few synthetic images, with its metrics: what write_outputs takes."""
+    import dataclasses
+
+    from common.data import MNIST
+    from common.protocol import stage_metrics, train_stage
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(120, 784), dtype=np.uint8)
+    data = MNIST(images[:100], rng.integers(0, 10, 100), images[100:], rng.integers(0, 10, 20))
+    trained = train_stage(dataclasses.replace(load_specs(["04"])["04"], epochs=1), 0, data, progress=False)
+    return trained, stage_metrics(trained)
+
+
+def test_a_full_disk_while_writing_the_outputs_is_one_line_and_changes_nothing(tmp_path: Path, monkeypatch):
+    trained, metrics = quick_trained(tmp_path)
+    out = tmp_path / "out"
+    runner.write_outputs(trained, metrics, out, plots=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "atomic_write_json", full_disk)
+    with pytest.raises(UserError, match="cannot write the outputs in .*No space left on device; nothing there was changed"):
+        runner.write_outputs(trained, metrics, out, plots=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == [], "no staging folder left"
+
+
+def test_an_oserror_without_a_file_name_for_a_full_disk_is_one_line(capsys):
+    def main(argv):
+        raise OSError(28, "No space left on device")
+
+    assert run_cli(main, []) == 2
+    assert capsys.readouterr().err.strip() == "error: cannot write: No space left on device"
+
+
+def test_stale_staging_folders_of_killed_runs_are_swept_and_fresh_ones_kept(tmp_path: Path):
+    import os
+    import time
+
+    out = tmp_path / "stage"
+    stale_new, stale_old, fresh = tmp_path / ".stage.new-abc", tmp_path / ".stage.old-def", tmp_path / ".stage.new-now"
+    for folder in (stale_new, stale_old, fresh):
+        folder.mkdir()
+        (folder / "model.npz").write_bytes(b"x" * 1000)
+    long_ago = time.time() - 3600
+    for folder in (stale_new, stale_old):
+        os.utime(folder, (long_ago, long_ago))
+    runner.sweep_stale_folders(out)
+    assert not stale_new.exists() and not stale_old.exists() and fresh.exists()
+
+
+def test_an_out_folder_that_is_not_valid_utf8_is_refused_before_training(tmp_path: Path):
+    bad = Path(str(tmp_path) + "/caf\udce9")  # the byte 0xE9 alone, as a Latin-1 shell would pass it
+    with pytest.raises(UserError, match="not valid UTF-8"):
+        runner.check_output_folder(bad)
+
+
+def test_an_out_folder_given_as_a_link_is_followed_and_the_link_kept(tmp_path: Path):
+    trained, metrics = quick_trained(tmp_path)
+    target, link = tmp_path / "real", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    out = runner.check_output_folder(link)
+    assert out == target.resolve()
+    runner.write_outputs(trained, metrics, out, plots=False)
+    assert link.is_symlink() and (target / "metrics.json").is_file() and (link / "model.npz").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".link.", ".real."))]
+
+
+def test_an_empty_data_dir_is_refused_not_taken_as_the_default():
+    with pytest.raises(UserError, match="--data-dir is empty"):
+        runner.load_data("")
+
+
+@needs_mnist
+def test_verify_checks_the_held_out_accuracy_too(tmp_path: Path):
+    """A tampered held-out accuracy (stage 01's 350-image figure the README quotes) is caught."""
+    from experiments import compare
+
+    out = tmp_path / "cmp"
+    assert compare.main(["--quick", "--stages", "01", "--seeds", "0", "--no-budget", "--quiet", "--out", str(out)]) == 0
+    saved = out / "runs" / "01" / "seed0.json"
+    record = json.loads(saved.read_text())
+    record["holdout_accuracy"] = record["holdout_accuracy"] - 0.05
+    saved.write_text(json.dumps(record))
+    code = compare.main(["--quick", "--stages", "01", "--seeds", "0", "--no-budget", "--quiet", "--out", str(out),
+                         "--verify"])
+    assert code == 1
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "-1", "inf"])
+def test_verify_refuses_a_tolerance_that_is_not_a_number_of_points(tolerance, tmp_path: Path):
+    one_error_line(run("experiments/compare.py", "--verify", "--tolerance", tolerance, "--out", str(tmp_path)))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no accuracy", "string accuracy", "no history"])
+def test_a_damaged_saved_run_is_named_and_retrained(damage, tmp_path: Path):
+    """Outside --verify a damaged saved run is named in one line and trained again; under --verify it is
+    one error line naming the file."""
+    from common.runs import read_record
+
+    saved = tmp_path / "seed0.json"
+    record = {"status": "ok", "fingerprint": "x", "test_accuracy": 0.9, "train_accuracy": 0.9, "seconds": 1.0,
+              "history": []}
+    text = {"truncated": json.dumps(record)[:40],
+            "no accuracy": json.dumps({k: v for k, v in record.items() if k != "test_accuracy"}),
+            "string accuracy": json.dumps({**record, "test_accuracy": "0.9"}),
+            "no history": json.dumps({k: v for k, v in record.items() if k != "history"})}[damage]
+    saved.write_text(text)
+    assert read_record(saved)[0] is None and read_record(saved)[1]

@@ -245,12 +245,12 @@ def raw_exchange(server, data: bytes) -> bytes:
 
 @pytest.mark.parametrize(("data", "expected"), [
     (b"GARBAGE\r\n\r\n", b"400"),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n", b"411"),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n", b"400"),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\nContent-Type: application/json\r\n\r\n{", b"413"),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{", b"413"),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\nContent-Type: application/json\r\n"
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+    (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\r\n", b"411"),
+    (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: lots\r\n\r\n", b"400"),
+    (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000000\r\nContent-Type: application/json\r\n\r\n{", b"413"),
+    (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999\r\n\r\n{", b"413"),
+    (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\nContent-Type: application/json\r\n"
      b"Connection: close\r\n\r\n{}", b"408"),  # the body stops half-way
 ], ids=["garbage", "header too long", "no length", "length not a number", "5 MB never sent", "100 GB declared",
         "half a body"])

@@ -231,14 +231,14 @@ def forge_member(path, name: str, shape: tuple[int, ...], arrays: dict) -> None:
 
 
 def test_forged_huge_shape_costs_no_memory(tmp_path):
-    """A member whose header claims (6, 10**9) floats, with an architecture that agrees: refused by
+    """A member whose header claims (6, 4,000,000) floats, with an architecture that agrees: refused by
     comparing the declared size with the bytes present, before anything is allocated."""
     arrays = saved_arrays(tmp_path)
     header = json.loads(str(arrays["header"]))
-    header["architecture"]["sizes"] = [6, 10**9, 3]
+    header["architecture"]["sizes"] = [6, 4_000_000, 3]  # under MAX_PARAMETERS, so the shape check is reached
     arrays["header"] = np.array(json.dumps(header))
     path = tmp_path / "huge.npz"
-    forge_member(path, "W0", (6, 10**9), arrays)
+    forge_member(path, "W0", (6, 4_000_000), arrays)
     message = message_for(path)
     assert "does not hold" in message and "W0" in message
 

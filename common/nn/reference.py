@@ -8,7 +8,8 @@ float64: exactly where the operations are the same, to 1e-12 otherwise). The fas
 ``Textbook:`` in their docstrings and point back here.
 
 A network can also train on these functions: ``common.nn.textbook`` wraps them as layers and an
-optimizer.
+optimizer. They are also the answers to the exercises (``python -m common.exercises``), which ask
+for each of them under the same name and signature.
 
 Conventions: one example per row. Vectors are ``x (B, D)``; images are ``x (B, H, W, C)``,
 channels last. ``d<name>`` is the gradient of the loss with respect to ``<name>``, with its shape.
@@ -18,6 +19,7 @@ network's parameters live in shared memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -112,7 +114,21 @@ def dropout_forward(x: np.ndarray, rate: float, rng: np.random.Generator) -> tup
 
 
 def dropout_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``dout`` -> ``dout * mask``: the same mask, scale included, as the forward pass drew."""
     return dout * mask
+
+
+def dropout_layer_forward(x: np.ndarray, rate: float, rng: np.random.Generator,
+                          training: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a dropout layer does with ``x`` (any shape): ``(out, mask)``.
+
+    Training (and ``rate > 0``): :func:`dropout_forward`. Inference, or ``rate == 0``: the identity,
+    ``(x, None)``, with nothing drawn from ``rng``; inverted dropout did its scaling while training.
+    ``common.nn.textbook.TextbookDropout`` and ``common.nn.layers.Dropout`` behave this way.
+    """
+    if not training or rate == 0.0:
+        return x, None
+    return dropout_forward(x, rate, rng)
 
 
 # -- convolution and max-pooling, images (B, H, W, C)  (docs/math.md#convolution-and-max-pooling)
@@ -206,6 +222,25 @@ def random_shift(images: np.ndarray, rng: np.random.Generator, max_shift: int = 
     rows = top[:, None, None] + np.arange(side)[None, :, None]   # (B, S, 1): the source row of each pixel
     cols = left[:, None, None] + np.arange(side)[None, None, :]  # (B, 1, S): its source column
     return padded[np.arange(batch)[:, None, None], rows, cols].reshape(batch, num_pixels)
+
+
+# -- mini-batches  (docs/math.md#gradient-descent-and-mini-batches)
+
+
+def minibatches(num_examples: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield index arrays that cover ``range(num_examples)`` once each, in a fresh random order.
+
+    The order is ``rng.permutation(num_examples)``, cut into consecutive batches of ``batch_size``;
+    the last, smaller batch is kept. ``batch_size >= num_examples`` yields one batch of every
+    example in order, with nothing drawn (full-batch gradient descent). The batches and draws of
+    ``common.nn.train.iterate_minibatches``, which yields ``slice(None)`` for that full batch.
+    """
+    if batch_size >= num_examples:
+        yield np.arange(num_examples)
+        return
+    order = rng.permutation(num_examples)
+    for start in range(0, num_examples, batch_size):
+        yield order[start:start + batch_size]
 
 
 # -- optimizers: one step for one parameter array, in place  (docs/math.md#gradient-descent-and-mini-batches on)

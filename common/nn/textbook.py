@@ -2,8 +2,8 @@
 
 Each class here is a thin shell: it keeps its parameters and what its backward pass needs, and
 calls one function of a :class:`Textbook` for the maths. ``Textbook()`` holds the reference
-functions; a learner's own functions can stand in for any of them (``common.exercises``), so the
-same stages train on the learner's code. :func:`textbook_parts` gives what a training run needs:
+functions; a learner's own functions can stand in for any of them (``common.exercises.load_learner_book``
+builds such a book from a learner's worksheet), so the same stages train on the learner's code. :func:`textbook_parts` gives what a training run needs:
 
     layers, loss, optimizer = textbook_parts(Textbook())
     network = Network.from_architecture(architecture, rng, kit=layers)
