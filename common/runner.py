@@ -43,9 +43,9 @@ from common.nn.metrics import misclassified_indices
 from common.nn.network import Network
 from common.nn.optimizers import OPTIMIZERS
 from common.nn.textbook import Textbook
-from common.paths import LOCAL_DIR, STAGES_DIR, shown
+from common.paths import LOCAL_DIR, shown
 from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage, validate_spec
-from common.runs import fingerprint
+from common.runs import model_metadata
 from common.serialize import save_network
 
 
@@ -135,16 +135,6 @@ def sweep_stale_folders(out_dir: Path) -> None:
             with contextlib.suppress(OSError):
                 if folder.is_dir() and not folder.is_symlink() and now - folder.stat().st_mtime > STALE_SECONDS:
                     shutil.rmtree(folder)
-
-
-def model_metadata(trained: TrainedStage) -> dict:
-    """What a saved model carries besides its weights: its stage, pixel scale and seed, the code that
-    trained it, and the run's fingerprint (settings, seed and numeric code, as the run cache computes it),
-    so a reader of the model (the robustness experiment) can tell whether it is today's."""
-    stage_file = STAGES_DIR / f"{trained.spec.name}.py"
-    return {"stage": trained.spec.name, "pixel_scale": trained.spec.pixel_scale, "seed": trained.seed,
-            "implementation": trained.implementation,
-            "fingerprint": fingerprint(trained.spec, trained.seed, stage_file if stage_file.is_file() else None)}
 
 
 def replace_folder(new: Path, target: Path, attempts: int = 5) -> None:

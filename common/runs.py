@@ -27,10 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from common.environment import describe_environment
 from common.files import atomic_write_json
 from common.nn.errors import UserError
-from common.paths import REPO_ROOT, shown
-from common.protocol import StageSpec, stage_metrics, train_stage
+from common.paths import LOCAL_DIR, REPO_ROOT, shown
+from common.protocol import StageSpec, TrainedStage, stage_metrics, train_stage
+from common.serialize import save_network
+
+MODELS_DIR = LOCAL_DIR / "models" / "by-fingerprint"
+"""Every model a study trains is kept here as ``<fingerprint>.npz`` (git-ignored), so a later study that
+needs the same model (the robustness experiment measures the comparison's) loads it instead of training it."""
 
 NUMERIC_CORE = Path("common", "nn")
 PROTOCOL_MODULES = (Path("common", "protocol.py"),)
@@ -42,12 +48,12 @@ saved result."""
 CODE_ROOT = REPO_ROOT  # where that code is read from (the tests point it at a frozen copy)
 
 
-def numeric_code_files(stage_file: Path | None = None) -> list[Path]:
-    """Every file whose change can move a number: ``common/nn/**.py`` (but :data:`NEVER_RUN`), the
-    protocol modules, the stage."""
+def numeric_code_files() -> list[Path]:
+    """Every file whose change can move a number: ``common/nn/**.py`` (but :data:`NEVER_RUN`) and the
+    protocol modules. A stage script is not among them: a study loads it for its ``SPEC``, whose values
+    are the run's settings, hashed as such."""
     files = sorted(path for path in (CODE_ROOT / NUMERIC_CORE).rglob("*.py") if path.name not in NEVER_RUN)
-    files += [CODE_ROOT / name for name in PROTOCOL_MODULES]
-    return files + ([stage_file] if stage_file is not None else [])
+    return files + [CODE_ROOT / name for name in PROTOCOL_MODULES]
 
 
 def code_tokens(source: str, skip_spec: bool = False) -> str:
@@ -87,20 +93,27 @@ def code_of(path: Path) -> str:
     return code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
 
 
-def code_digest(stage_file: Path | None = None, cached: bool = True) -> str:
+def code_digest(cached: bool = True) -> str:
     """A hash of the code of :func:`numeric_code_files`, with their names; ``cached=False`` reads the disk now."""
     digest = hashlib.sha256()
-    for path in numeric_code_files(stage_file):
+    for path in numeric_code_files():
         digest.update(path.name.encode())
         code = code_of(path) if cached else code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
         digest.update(code.encode())
     return digest.hexdigest()
 
 
-def fingerprint(spec: StageSpec, seed: int, stage_file: Path | None) -> str:
-    """A hash of everything that determines a result: settings, seed and the numeric code."""
-    settings = json.dumps({"settings": spec.settings(), "seed": seed}, sort_keys=True)
-    return hashlib.sha256((settings + code_digest(stage_file)).encode()).hexdigest()[:16]
+DESCRIPTIVE = ("name", "title", "adds", "reproduces", "published_accuracy", "published_note")
+"""Settings that describe a run and change none of its numbers: left out of its fingerprint, so the same
+training under another name (an ablation's copy of a stage) is recognised as the same run."""
+
+
+def fingerprint(spec: StageSpec, seed: int) -> str:
+    """A hash of everything that determines a result: the settings that can change a number, the seed
+    and the numeric code."""
+    numeric = {key: value for key, value in spec.settings().items() if key not in DESCRIPTIVE}
+    settings = json.dumps({"settings": numeric, "seed": seed}, sort_keys=True)
+    return hashlib.sha256((settings + code_digest()).encode()).hexdigest()[:16]
 
 
 def run_path(runs_dir: Path, key: str, seed: int) -> Path:
@@ -139,13 +152,13 @@ def saved_fingerprint(path: Path) -> str | None:
     return record["fingerprint"] if record else None
 
 
-def expected_fingerprint(record: dict, stage_file: Path | None) -> str:
+def expected_fingerprint(record: dict) -> str:
     """The fingerprint today's code gives the settings and seed a run record holds."""
     settings = dict(record["settings"])
     settings["sizes"] = tuple(settings["sizes"])
     if "layers" in settings:
         settings["layers"] = tuple(settings["layers"])
-    return fingerprint(StageSpec(**settings), record["seed"], stage_file)
+    return fingerprint(StageSpec(**settings), record["seed"])
 
 
 @dataclass
@@ -171,12 +184,12 @@ class Progress:
                 f"{elapsed:.1f} min so far{estimate if self.done < len(self.expected) else ''}]")
 
 
-def plan_progress(entries: Sequence[tuple[str, StageSpec, int, Path | None]], runs_dir: Path, force: bool,
+def plan_progress(entries: Sequence[tuple[str, StageSpec, int]], runs_dir: Path, force: bool,
                   sources: Sequence[Path] = ()) -> Progress:
-    """The :class:`Progress` of a study that will run ``entries`` (key, spec, seed, stage file) in order."""
+    """The :class:`Progress` of a study that will run ``entries`` (key, spec, seed) in order."""
     expected: list[float | None] = []
-    for key, spec, seed, stage_file in entries:
-        stamp = fingerprint(spec, seed, stage_file)
+    for key, spec, seed in entries:
+        stamp = fingerprint(spec, seed)
         records = [read_record(run_path(folder, key, seed))[0] for folder in (runs_dir, *sources)]
         if not force and any(record and record["fingerprint"] == stamp for record in records):
             expected.append(0.0)
@@ -199,8 +212,8 @@ def find_saved(key: str, seed: int, stamp: str, runs_dir: Path, sources: Sequenc
     return None, path
 
 
-def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None, data, runs_dir: Path,
-                  force: bool, progress: bool, sources: Sequence[Path] = (), tracker: Progress | None = None) -> dict:
+def run_or_resume(key: str, spec: StageSpec, seed: int, data, runs_dir: Path, force: bool, progress: bool,
+                  sources: Sequence[Path] = (), tracker: Progress | None = None) -> dict:
     """Return the saved result for (key, seed) if its fingerprint matches, else train and save it.
 
     ``sources``: other folders of saved results to reuse from, never written (a study of your own
@@ -208,7 +221,7 @@ def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None,
     the run. A run that fails is saved too, as ``{"status": "failed", "reason": ...}``: a bug or a
     divergence in one stage must not stop the others.
     """
-    stamp = fingerprint(spec, seed, stage_file)
+    stamp = fingerprint(spec, seed)
     saved, path = (None, run_path(runs_dir, key, seed)) if force else find_saved(key, seed, stamp, runs_dir, sources)
     if saved is not None:
         print(f"[{key} seed {seed}] unchanged, reusing {shown(path)}", flush=True)
@@ -216,7 +229,7 @@ def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None,
             print(tracker.line(trained_now=False), flush=True)
         return saved
     print(f"[{key} seed {seed}] training ...", flush=True)
-    result = train_and_record(key, spec, seed, stamp, data, progress)
+    result = train_and_record(key, spec, seed, stamp, data, progress, models_dir_for(runs_dir))
     atomic_write_json(path, result)
     status = f"FAILED: {result['reason']}" if result["status"] != "ok" else (
         # a run with a validation split is there to choose a setting: show what the choice may look at
@@ -226,10 +239,44 @@ def run_or_resume(key: str, spec: StageSpec, seed: int, stage_file: Path | None,
     return result
 
 
-def train_and_record(key: str, spec: StageSpec, seed: int, stamp: str, data, progress: bool) -> dict:
-    """Train (key, seed) and return its record: the stage's metrics, or why it failed."""
+def model_metadata(trained: TrainedStage) -> dict:
+    """What a saved model carries besides its weights: its stage, pixel scale and seed, the code that
+    trained it, and the run's fingerprint (settings, seed and numeric code, as the run cache computes it),
+    so a reader of the model (the robustness experiment) can tell whether it is today's."""
+    return {"stage": trained.spec.name, "pixel_scale": trained.spec.pixel_scale, "seed": trained.seed,
+            "implementation": trained.implementation, "fingerprint": fingerprint(trained.spec, trained.seed)}
+
+
+def models_dir_for(runs_dir: Path) -> Path:
+    """Where a study keeps its models: :data:`MODELS_DIR` for the repository's own studies, else a
+    ``models`` folder beside its runs (a study written elsewhere, a test's, keeps everything there)."""
     try:
-        result = {"status": "ok", **stage_metrics(train_stage(spec, seed, data, progress))}
+        runs_dir.resolve().relative_to(MODELS_DIR.parents[2].resolve())  # results/
+        return MODELS_DIR
+    except ValueError:
+        return runs_dir.parent / "models"
+
+
+def keep_model(trained: TrainedStage, metrics: dict, folder: Path) -> None:
+    """Save a study's trained network in ``folder`` under its fingerprint, with its run's environment,
+    test accuracy and time; a failure to save costs nothing but a later retraining."""
+    metadata = {**model_metadata(trained), "environment": metrics.get("environment", describe_environment()),
+                "test_accuracy": metrics["test_accuracy"], "seconds": metrics["seconds"]}
+    try:
+        save_network(folder / f"{metadata['fingerprint']}.npz", trained.network, metadata)
+    except OSError as error:
+        print(f"(the model was not kept in {shown(MODELS_DIR)}: {error.strerror or error})", flush=True)
+
+
+def train_and_record(key: str, spec: StageSpec, seed: int, stamp: str, data, progress: bool,
+                     models: Path | None = None) -> dict:
+    """Train (key, seed) and return its record: the stage's metrics, or why it failed. The network is
+    kept in ``models`` (:func:`keep_model`) if given."""
+    try:
+        trained = train_stage(spec, seed, data, progress)
+        result = {"status": "ok", **stage_metrics(trained)}
+        if models is not None:
+            keep_model(trained, result, models)
     except UserError as error:
         result = {"status": "failed", "reason": str(error)}
     except Exception as error:  # keep the reason, go on with the other runs

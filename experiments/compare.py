@@ -41,6 +41,7 @@ from common.report import QUICK_BANNER, percent, provenance_line, render_key, ru
 from common.runner import load_data
 from common.runs import Progress, plan_progress, read_record, run_or_resume, run_path
 from common.stages import load_specs, stage_files
+from common.stats import RULE, compare_runs
 
 DEFAULT_OUT = RESULTS_DIR
 FULL_SEEDS = [0, 1, 2]
@@ -92,7 +93,7 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
 
 
 def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> str:
-    rows, previous_mean = [], None
+    rows, previous_ok = [], None
     for number, spec in specs.items():
         runs = results[number]
         ok = [r for r in runs if r["status"] == "ok"]
@@ -101,10 +102,10 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
         if not ok:
             rows.append([spec.name, spec.adds, "-", "-", "-", "-", "-", "-",
                          f"failed: {failed[0]['reason']}", "-", "-", "-", published])
-            previous_mean = None
+            previous_ok = None
             continue
         test_mean = float(np.mean([r["test_accuracy"] for r in ok]))
-        gain = "" if previous_mean is None else f"{100 * (test_mean - previous_mean):+.2f}"
+        gain = "" if previous_ok is None else compare_runs(ok, previous_ok).points().removesuffix(" points")
         if spec.published_accuracy:
             shortfall = test_mean - spec.published_accuracy
             published += " (" + ("reached" if shortfall >= 0 else f"{100 * shortfall:+.2f}, short") + ")"
@@ -116,7 +117,7 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
                      f"{spec.epochs} {'it.' if spec.is_full_batch else 'ep.'}",
                      percent([r["train_accuracy"] for r in ok]), test_text, gain,
                      f"{np.mean([r['seconds'] for r in ok]):.0f}", f"{ok[0]['num_parameters']:,}", published])
-        previous_mean = test_mean
+        previous_ok = ok
     headers = ["stage", "what it adds", "train images", "architecture", "optimizer", "batch", "budget",
                "train acc. %", "test acc. %", "gain (points)", "time (s)", "parameters", "published %"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -147,12 +148,19 @@ def budget_table(specs: dict[str, StageSpec], results: dict[str, list[dict]],
     for design, size, runs in sorted(entries, key=lambda e: (e[0], e[1])):
         ok = [r for r in runs if r["status"] == "ok"]
         label = design_label(design, specs[design]) if design in specs else f"stage-{design} design"
-        rows.append([label, f"{size:,}",
+        settings = runs[0]["settings"]
+        epochs = settings["epochs"]
+        per_epoch = 1 if settings["batch_size"] is None else math.ceil(size / settings["batch_size"])
+        rows.append([label, f"{size:,}", f"{epochs:,}", f"{epochs * per_epoch:,}",
                      percent([r["train_accuracy"] for r in ok]) if ok else "failed",
                      percent([r["test_accuracy"] for r in ok]) if ok else runs[0].get("reason", ""),
                      f"{np.mean([r['seconds'] for r in ok]):.0f}" if ok else "-"])
-    return tabulate(rows, headers=["design", "train images", "train acc. %", "test acc. %", "time (s)"],
-                    tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=["design", "train images", "epochs (full batch: iterations)", "updates",
+                                   "train acc. %", "test acc. %", "time (s)"], tablefmt="github", disable_numparse=True)
+
+
+def ok_of(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r["status"] == "ok"]
 
 
 def budget_reading(results: dict[str, list[dict]], variant_results: dict[str, list[dict]]) -> str:
@@ -164,12 +172,15 @@ def budget_reading(results: dict[str, list[dict]], variant_results: dict[str, li
     s01, s04, v04 = mean(results.get("01")), mean(results.get("04")), mean(variant_results.get("04@1000"))
     if None in (s01, s04, v04):
         return ""
-    model_gain, data_gain = v04 - s01, s04 - v04
-    verdict = ("Most of the climb from stage 01 to stage 04 is the data." if data_gain > model_gain
+    model = compare_runs(ok_of(variant_results["04@1000"]), ok_of(results["01"]))
+    data = compare_runs(ok_of(results["04"]), ok_of(variant_results["04@1000"]))
+    verdict = ("Most of the climb from stage 01 to stage 04 is the data." if data.mean > model.mean
                else "Most of the climb from stage 01 to stage 04 is the model and optimizer.")
     return (f"On the same 1,000 images, the stage-04 network and optimizer reach {v04:.2f} % against "
-            f"stage 01's {s01:.2f} % ({model_gain:+.2f} points); giving that design all 60,000 images "
-            f"adds another {data_gain:+.2f} points ({s04:.2f} %). {verdict}")
+            f"stage 01's {s01:.2f} % ({model.points()}); giving that design all 60,000 images "
+            f"adds another {data.points()} ({s04:.2f} %). {verdict} The designs on fewer images make "
+            "fewer updates, as the table shows (a pass over a small set is a few steps); "
+            "[the data-budget ablation](results/ablations/data_budget.md) holds the number of updates fixed.")
 
 
 # -- readings: what the numbers say, computed (never typed) ---------------------------------------
@@ -211,11 +222,9 @@ def read_minibatches(results: dict[str, list[dict]]) -> str:
             f"about {float(np.median(ratios)):.0f}x sooner in training time than full-batch descent "
             f"(median over {len(ratios)} seeds): hundreds of noisy updates per pass over the data instead of one.")
     if adam:
-        gap = mean_percent(mini, "test_accuracy") - mean_percent(adam, "test_accuracy")
-        spread = max(100 * float(np.std([r["test_accuracy"] for r in runs], ddof=1)) for runs in (mini, adam))
-        verdict = "within" if abs(gap) <= 2 * spread else "beyond"
+        gap = compare_runs(mini, adam)
         text += (f" With its learning rate chosen on validation, plain mini-batch gradient descent ends "
-                 f"{gap:+.2f} points from Adam (stage 04), {verdict} twice the larger seed-to-seed std ({spread:.2f}).")
+                 f"{gap.points()} from Adam (stage 04): {gap.verdict()}.")
     return text
 
 
@@ -242,27 +251,44 @@ def read_adam(results: dict[str, list[dict]], tuning_dir: Path) -> str:
     return text
 
 
+def ablation_means(path: Path) -> dict[str, list[dict]]:
+    """The runs of each variant of an ablation, from its CSV (status ok only), as run-like dicts."""
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path)
+    frame = frame[frame["status"] == "ok"]
+    return {str(variant): rows.to_dict("records") for variant, rows in frame.groupby("variant")}
+
+
 def read_regularized(results: dict[str, list[dict]], ablations_dir: Path) -> str:
     wide, base = ok_runs(results, "05"), ok_runs(results, "04")
     if not (wide and base):
         return ""
+    gain = compare_runs(wide, base)
     text = (f"**Stage 05** ends at {mean_percent(wide, 'test_accuracy'):.2f} % against stage 04's "
-            f"{mean_percent(base, 'test_accuracy'):.2f} %, with a generalisation gap of "
-            f"{mean_percent(wide, 'train_accuracy') - mean_percent(wide, 'test_accuracy'):.1f} points against "
+            f"{mean_percent(base, 'test_accuracy'):.2f} % ({gain.points()}, {gain.verdict()}), with a generalisation "
+            f"gap of {mean_percent(wide, 'train_accuracy') - mean_percent(wide, 'test_accuracy'):.1f} points against "
             f"{mean_percent(base, 'train_accuracy') - mean_percent(base, 'test_accuracy'):.1f}.")
-    path = ablations_dir / "regularization.csv"
-    if path.is_file():
-        frame = pd.read_csv(path)
-        means = 100 * frame[frame["status"] == "ok"].groupby("variant")["test_accuracy"].mean()
-        if {"all", "none", "narrow"} <= set(means.index):
-            text += (f" In the regularization ablation, the same wide network without dropout, shifts or weight "
-                     f"decay reaches {means['none']:.2f} %, and stage 04's narrow width with all of them "
-                     f"{means['narrow']:.2f} %, against {means['all']:.2f} % for stage 05 as it is "
-                     "(results/ablations/regularization.md).")
+    variants = ablation_means(ablations_dir / "regularization.csv")
+    if "all" in variants:
+        parts = [f"{name.replace('-', ' ')} {compare_runs(runs, variants['all']).points()} "
+                 f"({compare_runs(runs, variants['all']).verdict()})" for name, runs in variants.items() if name != "all"]
+        text += (" In the regularization ablation, against stage 05 as it is, changing one idea at a time gives: "
+                 + "; ".join(parts) + " (results/ablations/regularization.md).")
     return text
 
 
-def read_convolutional(results: dict[str, list[dict]]) -> str:
+def spec_differences(a: StageSpec, b: StageSpec) -> list[str]:
+    """The training settings in which spec ``a`` differs from ``b``, besides the network, in words."""
+    names = {"shift": "random shifts (px)", "input_dropout": "input dropout", "hidden_dropout": "hidden dropout",
+             "weight_decay": "weight decay", "schedule": "schedule", "warmup": "warm-up epochs", "epochs": "epochs",
+             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer"}
+    return [f"{label} {getattr(b, key):g} -> {getattr(a, key):g}" if isinstance(getattr(a, key), (int, float))
+            and not isinstance(getattr(a, key), bool) else f"{label} {getattr(b, key)} -> {getattr(a, key)}"
+            for key, label in names.items() if getattr(a, key) != getattr(b, key)]
+
+
+def read_convolutional(results: dict[str, list[dict]], specs: dict[str, StageSpec] | None = None) -> str:
     conv, wide = ok_runs(results, "06"), ok_runs(results, "05")
     if not (conv and wide):
         return ""
@@ -270,19 +296,27 @@ def read_convolutional(results: dict[str, list[dict]]) -> str:
     median = 100 * float(np.median([r["test_accuracy"] for r in conv]))
     seconds = {name: float(np.mean([r["seconds"] for r in runs])) for name, runs in (("06", conv), ("05", wide))}
     parameters = conv[0]["num_parameters"], wide[0]["num_parameters"]
-    return (f"**Stage 06** (convolutions) ends at {mean_percent(conv, 'test_accuracy'):.2f} % (median "
-            f"{median:.2f} %) against stage 05's {mean_percent(wide, 'test_accuracy'):.2f} %: "
-            f"{errors['06']:.0f} test digits wrong out of 10,000 instead of {errors['05']:.0f}, "
+    gain = compare_runs(conv, wide)
+    text = (f"**Stage 06** (convolutions) ends at {mean_percent(conv, 'test_accuracy'):.2f} % (median "
+            f"{median:.2f} %) against stage 05's {mean_percent(wide, 'test_accuracy'):.2f} % ({gain.points()}, "
+            f"{gain.verdict()}): {errors['06']:.0f} test digits wrong out of 10,000 instead of {errors['05']:.0f}, "
             f"{1 - errors['06'] / errors['05']:.0%} fewer. It does so with {parameters[0]:,} parameters, "
             f"{parameters[1] / parameters[0]:.1f}x fewer than stage 05's {parameters[1]:,} (shared filters: "
             f"docs/math.md#convolution-and-max-pooling); a run takes {seconds['06']:.0f} s against {seconds['05']:.0f} s.")
+    if specs and "05" in specs and "06" in specs:
+        changes = spec_differences(specs["06"], specs["05"])
+        if changes:
+            text += (" Convolution is not all that changed from stage 05 to 06 (" + "; ".join(changes)
+                     + "), so the difference is not convolution's alone; the robustness study's stage-06 variant "
+                     "without shifts separates what the shifts add (results/robustness.md).")
+    return text
 
 
-def readings(results: dict[str, list[dict]], out: Path) -> str:
+def readings(results: dict[str, list[dict]], out: Path, specs: dict[str, StageSpec] | None = None) -> str:
     """The 'how to read it' paragraph under the table: one computed sentence or two per stage."""
     parts = [read_first_stage(results), read_minibatches(results), read_adam(results, out / "tuning"),
-             read_regularized(results, out / "ablations"), read_convolutional(results)]
-    return "\n".join(f"* {part}" for part in parts if part)
+             read_regularized(results, out / "ablations"), read_convolutional(results, specs)]
+    return "\n".join(f"* {part}" for part in parts if part) + f"\n\nEvery verdict follows one rule: {RULE} (docs/math.md#reading-the-statistics)."
 
 
 # -- figure ------------------------------------------------------------------------------------
@@ -401,15 +435,14 @@ class Study:
     tracker: Progress | None = None
 
     def run(self, key: str, spec: StageSpec, number: str) -> list[dict]:
-        return [run_or_resume(key, spec, seed, self.files[number], self.data, self.out / "runs", self.force,
-                              self.progress, self.sources, self.tracker) for seed in self.seeds]
+        return [run_or_resume(key, spec, seed, self.data, self.out / "runs", self.force, self.progress,
+                              self.sources, self.tracker) for seed in self.seeds]
 
     def plan(self, with_budget: bool) -> None:
         """Count the runs to come, for the overall progress line printed after each one."""
-        entries = [(number, spec, seed, self.files[number]) for number, spec in self.specs.items() for seed in self.seeds]
+        entries = [(number, spec, seed) for number, spec in self.specs.items() for seed in self.seeds]
         if with_budget:
-            entries += [(key, spec, seed, self.files[stage]) for key, stage, spec in budget_variants(self)
-                        for seed in self.seeds]
+            entries += [(key, spec, seed) for key, _, spec in budget_variants(self) for seed in self.seeds]
         self.tracker = plan_progress(entries, self.out / "runs", self.force, self.sources)
 
 
@@ -443,13 +476,13 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
         f"Every stage trained with seeds {', '.join(str(s) for s in study.seeds)} and judged on the official "
         "10,000-image MNIST test set; accuracies are mean ± standard deviation over the seeds, time is the mean "
         "wall-clock seconds of one run (training and evaluation) on the machine below. \"gain\" is the change in "
-        "mean test accuracy over the previous stage; \"published\" is what the source design reported (stage "
+        "mean test accuracy over the previous stage, ± its standard error over the seeds (paired by seed); \"published\" is what the source design reported (stage "
         "01's source measured its 88.29 % on 350 held-out *training* images, not the official test set).", "",
         stage_table(study.specs, results), "",
     ]
     if study.quick:
         parts.insert(1, "\n" + QUICK_BANNER)
-    reading = readings(results, DEFAULT_OUT)
+    reading = readings(results, DEFAULT_OUT, study.specs)
     if reading:
         parts += ["What the numbers say (computed from the runs and the tables they name):", "", reading, ""]
     if variant_results:
@@ -478,17 +511,16 @@ def verify(study: Study, variant_keys: list[str], tolerance: float) -> int:
     every accuracy the tables show (test, train, and the held-out one where there is one)."""
     rows, worst = [], 0.0
     with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-        keys = [(number, number, spec) for number, spec in study.specs.items()]
-        keys += [(v.key, v.stage, None) for v in DATA_BUDGET_VARIANTS if v.key in variant_keys]
-        for key, number, spec in keys:
+        keys = [(number, spec) for number, spec in study.specs.items()]
+        keys += [(v.key, None) for v in DATA_BUDGET_VARIANTS if v.key in variant_keys]
+        for key, spec in keys:
             for seed in study.seeds:
                 saved_path = run_path(study.out / "runs", key, seed)
                 saved, why = read_record(saved_path)
                 if saved is None:
                     raise UserError(f"cannot verify {shown(saved_path)}: {why}; run without --verify to make it")
                 spec = spec or StageSpec(**{**saved["settings"], "sizes": tuple(saved["settings"]["sizes"])})
-                fresh = run_or_resume(key, spec, seed, study.files[number], study.data, Path(scratch) / "runs",
-                                      True, study.progress)
+                fresh = run_or_resume(key, spec, seed, study.data, Path(scratch) / "runs", True, study.progress)
                 row, difference = verify_row(key, seed, saved, fresh)
                 rows.append(row)
                 worst = max(worst, difference)

@@ -70,7 +70,7 @@ from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.nn.network import Network
-from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, STAGES_DIR, shown
+from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.plots import save_figure, show_digit, subplots
 from common.predict import load_model
 from common.protocol import StageSpec, scale_pixels, spawn_generators, train_stage
@@ -83,8 +83,8 @@ from common.report import (
     runs_environment,
     up_to_date,
 )
-from common.runner import load_data, model_metadata
-from common.runs import Progress, fingerprint
+from common.runner import load_data
+from common.runs import Progress, fingerprint, model_metadata, models_dir_for
 from common.serialize import save_network
 from common.stages import load_specs, stage_files
 from common.stats import RULE, Difference, binomial_se, difference
@@ -221,12 +221,6 @@ class Model:
         return self.metadata["pixel_scale"]
 
 
-def stage_file_of(spec: StageSpec) -> Path | None:
-    """The stage script whose code the fingerprint covers, as ``common.runner.model_metadata`` finds it."""
-    path = STAGES_DIR / f"{spec.name}.py"
-    return path if path.is_file() else None
-
-
 def cache_path(cache: Path, key: str, seed: int) -> Path:
     return cache / key / f"seed{seed}" / "model.npz"
 
@@ -245,10 +239,12 @@ def run_record(path: Path, metadata: dict) -> dict:
     return {name: source[name] for name in ("environment", "test_accuracy", "seconds") if name in source}
 
 
-def open_model(path: Path, entry: Entry, seed: int) -> tuple[Model | None, str]:
+def open_model(path: Path, entry: Entry, seed: int, by_fingerprint: bool = False) -> tuple[Model | None, str]:
     """``(model, "")`` if ``path`` holds today's model of ``entry`` and ``seed``, else ``(None, why not)``.
 
-    A model whose metadata names another stage is refused (:class:`UserError`): it was put in the wrong place.
+    A model whose metadata names another stage is refused (:class:`UserError`): it was put in the wrong
+    place. Not in the fingerprint cache (``by_fingerprint``), where a study's copy of a stage (an ablation
+    variant) is the same model under another name, and the fingerprint alone says which model it is.
     """
     if not path.exists():
         return None, "there is none"
@@ -257,10 +253,10 @@ def open_model(path: Path, entry: Entry, seed: int) -> tuple[Model | None, str]:
     except UserError as error:
         return None, f"it is not readable ({error})"
     named = metadata.get("stage")
-    if named is not None and named != entry.spec.name:
+    if named is not None and named != entry.spec.name and not by_fingerprint:
         raise UserError(f"{shown(path)} holds a model of stage {named}, not of {entry.spec.name}; "
                         "move it away or delete it, then run again")
-    if metadata.get("fingerprint") != fingerprint(entry.spec, seed, stage_file_of(entry.spec)):
+    if metadata.get("fingerprint") != fingerprint(entry.spec, seed):
         return None, "its fingerprint is not today's" if "fingerprint" in metadata else "it has no fingerprint"
     if metadata.get("implementation") != IMPLEMENTATION:
         return None, f"it was trained on {metadata.get('implementation')}, not the {IMPLEMENTATION}"
@@ -268,14 +264,16 @@ def open_model(path: Path, entry: Entry, seed: int) -> tuple[Model | None, str]:
 
 
 def find_model(entry: Entry, seed: int, cache: Path, committed: Path | None) -> tuple[Model | None, str]:
-    """Today's model of ``entry`` and ``seed``: the committed one (seed 0 of a stage as it is), else the
-    cache's. Returns ``(model or None, why none)``."""
-    places = [cache_path(cache, entry.key, seed)]
+    """Today's model of ``entry`` and ``seed``: the committed one (seed 0 of a stage as it is), else the one
+    a study (the comparison, the ablations) kept under its fingerprint, else this experiment's cache's.
+    Returns ``(model or None, why none)``."""
+    stamp = fingerprint(entry.spec, seed)
+    places = [models_dir_for(cache) / f"{stamp}.npz", cache_path(cache, entry.key, seed)]
     if committed is not None and entry.own and seed == 0:
         places.insert(0, committed / entry.spec.name / "model.npz")
     reasons = []
     for path in places:
-        model, why = open_model(path, entry, seed)
+        model, why = open_model(path, entry, seed, by_fingerprint=path.parent == models_dir_for(cache))
         if model is not None:
             return model, ""
         if why != "there is none":

@@ -31,7 +31,7 @@ from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.report import provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
 from common.runs import plan_progress, run_or_resume
-from common.stages import load_specs, stage_files
+from common.stages import load_specs
 
 
 def dropout_pair(text: str) -> str:
@@ -103,10 +103,9 @@ def run_key(name: str, setting: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     writable_folder(args.out)
-    (number, spec), = load_specs([args.stage]).items()
+    (spec,) = load_specs([args.stage]).values()
     grid, seeds = parse_grid(args), parse_seeds(args.seeds)
     name = args.name or spec.name
-    stage_file = stage_files()[number]
     data = load_data(args.data_dir)
     blas.configure()
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -114,13 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               for setting in settings]
     runs_dir = args.out / "runs" / name
     sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)
-    tracker = plan_progress([(run_key(name, s), trial, seed, stage_file) for s, trial in trials for seed in seeds],
+    tracker = plan_progress([(run_key(name, s), trial, seed) for s, trial in trials for seed in seeds],
                             runs_dir, args.force, sources)
     rows, records = [], []
     for setting, trial in trials:
         for seed in seeds:
-            record = run_or_resume(run_key(name, setting), trial, seed, stage_file, data, runs_dir, args.force,
-                                   not args.quiet, sources, tracker)
+            record = run_or_resume(run_key(name, setting), trial, seed, data, runs_dir, args.force, not args.quiet,
+                                   sources, tracker)
             ok = record["status"] == "ok"
             rows.append({**setting, "seed": seed, "val_accuracy": record.get("val_accuracy") if ok else None,
                          "train_accuracy": record.get("train_accuracy") if ok else None,

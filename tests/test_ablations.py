@@ -21,7 +21,7 @@ import pytest
 from mnist_available import needs_mnist
 
 from common import runs
-from common.stages import load_specs, stage_files
+from common.stages import load_specs
 from experiments import ablations
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +44,15 @@ def run_main(*argv: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def frozen_code(tmp_path_factory):
-    """Fingerprint a snapshot of the numeric code and of stage 04, so that someone editing
-    ``common/`` while the tests run cannot turn "reuse" into "re-train" between two runs."""
+    """Fingerprint a snapshot of the numeric code, so that someone editing ``common/`` while the tests
+    run cannot turn "reuse" into "re-train" between two runs."""
     snapshot = tmp_path_factory.mktemp("code")
     for path in runs.numeric_code_files():
         name = path.relative_to(runs.CODE_ROOT)
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, snapshot / name)
-    stage_file = snapshot / "stages" / "04_adam.py"
-    stage_file.parent.mkdir()
-    shutil.copy(stage_files()["04"], stage_file)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runs, "CODE_ROOT", snapshot)
-        patch.setattr(ablations, "stage_files", lambda: {"04": stage_file})
         yield snapshot
 
 
@@ -157,7 +153,7 @@ def test_quick_run_writes_every_output(quick_run) -> None:
         reading = next(line for line in page.splitlines() if line.startswith(ablations.READING_PREFIX))
         best = frame.loc[frame["test_accuracy"].idxmax()]
         # the reading is computed from the numbers: it names the best variant and its accuracy
-        assert f"{best['label']} is best ({100 * best['test_accuracy']:.2f} % test accuracy)" in reading
+        assert f"{best['label']} scores highest ({100 * best['test_accuracy']:.2f} % test accuracy)" in reading
         for variant in ablation.variants:
             assert (out / "runs" / f"ablation-{name}-{variant.name}" / "seed0.json").is_file()
     assert not (out / "init.md").exists()  # --only
@@ -232,7 +228,7 @@ def test_failed_variant_is_reported_and_others_continue(tmp_path, monkeypatch) -
     page = (tmp_path / "optimizer.md").read_text()
     assert "failed: training diverged" in page or "failed: the training loss" in page
     reading = next(line for line in page.splitlines() if line.startswith(ablations.READING_PREFIX))
-    assert "gradient descent (lr 0.1) is best" in reading and "gradient descent (lr 1e9) failed" in reading
+    assert "gradient descent (lr 0.1) scores highest" in reading and "gradient descent (lr 1e9) failed" in reading
     assert (tmp_path / "optimizer.png").is_file()
 
 
@@ -241,10 +237,8 @@ def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
         name = path.relative_to(runs.CODE_ROOT)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / name)
-    stage_file = tmp_path / "04_adam.py"
-    shutil.copy(stage_files()["04"], stage_file)
     monkeypatch.setattr(runs, "CODE_ROOT", tmp_path)
-    runner = ablations.Runner(None, tmp_path / "runs", stage_file, force=False, progress=False)
+    runner = ablations.Runner(None, tmp_path / "runs", force=False, progress=False)
     runner.check_code()  # unchanged: no error
     with open(runs.numeric_code_files()[0], "a") as file:
         file.write("\nEDITED = True\n")  # code, not a comment: comments do not count

@@ -422,7 +422,7 @@ def stand_in_training(monkeypatch) -> list[tuple[str, int, int]]:
 def save_as(path: Path, spec: StageSpec, seed: int = 0, **metadata) -> Path:
     network = Network.from_architecture(spec.architecture(), np.random.default_rng(7))
     described = {"stage": spec.name, "pixel_scale": "unit", "seed": seed, "implementation": "fast core",
-                 "fingerprint": fingerprint(spec, seed, None), **metadata}
+                 "fingerprint": fingerprint(spec, seed), **metadata}
     return save_network(path, network, described)
 
 
@@ -434,7 +434,7 @@ def test_a_missing_model_is_trained_saved_in_the_cache_and_then_reused(tmp_path,
     path = cache / "04_fake" / "seed1" / "model.npz"
     assert models["04_fake"][1].path == path
     _, metadata = load_network(path)
-    assert metadata["fingerprint"] == fingerprint(entry.spec, 1, None) and metadata["implementation"] == "fast core"
+    assert metadata["fingerprint"] == fingerprint(entry.spec, 1) and metadata["implementation"] == "fast core"
     assert metadata["stage"] == "04_fake" and metadata["seed"] == 1 and metadata["environment"]["command"]
     out = capsys.readouterr().out
     assert out.count("trained: test") == 2 and "[2/2 runs, 2 trained" in out
