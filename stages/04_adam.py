@@ -1,6 +1,6 @@
 """Stage 04: Adam with bias correction (the second source design, trained 30 epochs instead of 1,000).
 
-What changes from stage 03, and why it helps: Adam keeps running averages of each weight's
+What changes from stage 03, and what it does: Adam keeps running averages of each weight's
 gradient (m) and squared gradient (v) and steps by ``lr * m_hat / (sqrt(v_hat) + eps)``, so every
 weight gets its own step size: large where gradients are small and consistent, small where they
 are noisy. The bias correction (``m_hat = m / (1 - beta1**t)``) undoes the zero start of the
