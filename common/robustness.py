@@ -199,6 +199,7 @@ def loss_gradient_of_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
     computed in float64 and the true-class entry as minus the sum of the others (the same number,
     without the cancellation); each row is then scaled to a largest entry of 1, a positive factor that
     changes no sign of the input gradient, so the float32 backward pass cannot underflow to 0.
+    Why: docs/math.md#fgsm-and-saliency.
     """
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     p = np.exp(shifted)

@@ -22,9 +22,11 @@ The ablations (names for --only):
   optimizer       gradient descent / momentum / RMSprop / Adam, each at its usual default learning rate
   activation      ReLU / tanh / sigmoid, all with He initialisation (only the activation changes)
   init            0.001 * randn (the first design's) / Xavier / He, in a deep 4x256 ReLU network trained
-                  with momentum SGD, plus the 0.001 * randn start trained with Adam instead
+                  with momentum SGD, plus the 0.001 * randn start trained with Adam instead (why He and
+                  Xavier can tie: docs/math.md#when-initialisation-matters)
   data_budget     1,000 / 5,000 / 20,000 / 60,000 training images at a FIXED number of updates
   batch_size      32 / 128 / 512 / 2048 at the same epochs: the same learning rate, then scaled with the batch
+                  (docs/math.md#batch-size-and-learning-rate)
   regularization  stage 05 as it is; width back to 128-64; no dropout; no shifts; no weight decay;
                   no warm-up; none of dropout, shifts and weight decay
 

@@ -15,7 +15,8 @@ from pixels in [0, 1]:
 * rotation: each digit turned by 15 or 30 degrees about the image centre, clockwise or
   counter-clockwise (drawn per image); bilinear interpolation, corners 0;
 * scale: each digit resized by 0.8 or 1.2 about the image centre, the frame kept 28x28;
-* noise: Gaussian noise of standard deviation 0.2 or 0.4 added to every pixel, clipped to [0, 1];
+* noise: Gaussian noise of standard deviation 0.2 or 0.4 added to every pixel, clipped to [0, 1] (why it
+  can undo a convolutional network: docs/math.md#why-a-convolutional-network-can-collapse-under-noise);
 * occlusion: an 8x8 square set to 0 at a place drawn per image (anywhere it fits);
 * FGSM: the fast gradient sign method, a white-box attack: every pixel moved by at most epsilon
   (0.05, 0.1, 0.2; the result clipped to [0, 1]) in the direction that raises that model's own

@@ -13,7 +13,8 @@ convolution (docs/math.md#convolution-and-max-pooling) slides small filters over
     stage 05's parameters;
   * translation equivariance: shift the digit and its feature maps shift with it; 2x2
     max-pooling after each convolution keeps the strongest response of each window, which
-    tolerates small shifts and halves the image, so the second convolution sees a wider area.
+    tolerates small shifts and halves the image, so the second convolution sees a wider area (receptive fields, and what pooling tolerates:
+    docs/math.md#what-convolution-buys-apart-from-augmentation).
 
 The network: two 5x5 convolutions (32, then 64 filters), each followed by max-pooling and ReLU,
 then a dense layer of 256 ReLU units and the 10 logits, He initialisation; trained with Adam at
