@@ -12,8 +12,10 @@ Every script calls :func:`configure` once, at the start of its ``main``; importi
 nothing. OpenBLAS reads the setting from its environment only when it is loaded, so the call finds
 the loaded library, has it read the setting anew and restarts its threads with it; the process's
 environment is left as it was. Speed is all it changes: the numbers are the same either way. A value
-already in ``OPENBLAS_THREAD_TIMEOUT`` is kept, and where NumPy uses another BLAS (Accelerate, MKL)
-the call does nothing.
+already in ``OPENBLAS_THREAD_TIMEOUT`` is kept. Where NumPy uses another BLAS (Accelerate, MKL), or
+an OpenBLAS that does not export the functions the call needs (the one NumPy 2.5 ships keeps them
+private), the call does nothing and returns False; ``OPENBLAS_THREAD_TIMEOUT=20`` set in the shell
+before a script starts has the same effect there.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 import zipfile
 from dataclasses import asdict
@@ -51,6 +52,9 @@ MAX_LAYER_VALUES = 4_000_000
 """The most values one layer may compute per image (a convolution's patch matrix included):
 stage 06's largest is 51,200. More would cost gigabytes per batch for a handful of parameters."""
 MAX_MEMBER_BYTES = 8 * MAX_PARAMETERS + 65_536
+MAX_HEADER_DEPTH = 32
+"""How deeply a header's JSON may nest (a model's needs 3); checked before parsing, since how deep
+``json.loads`` goes before a RecursionError differs between Python versions."""
 """The largest ``.npy`` member a model may hold, by the zip directory (float64 at the cap)."""
 COMPRESSION_NAMES = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", 9: "deflate64",
                      zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma", 93: "zstandard"}
@@ -111,10 +115,22 @@ def _no_constant(name: str) -> None:
     raise _NotAModel(f"its header holds {name}, which is not a JSON number")
 
 
+def _nesting_depth(text: str) -> int:
+    """How many JSON objects and arrays ``text`` opens inside each other at most (brackets in strings
+    do not count)."""
+    skeleton = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text).encode("utf-8", "replace")
+    codes = np.frombuffer(skeleton, np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def _read_header(archive: zipfile.ZipFile) -> tuple[dict, dict]:
     """The JSON header's architecture description and metadata, checked for shape and types."""
+    text = str(_read_member(archive, "header", None, "U"))
+    if _nesting_depth(text) > MAX_HEADER_DEPTH:
+        raise _NotAModel(f"its header is JSON nested too deeply (more than {MAX_HEADER_DEPTH} levels)")
     try:
-        header = json.loads(str(_read_member(archive, "header", None, "U")), parse_constant=_no_constant)
+        header = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise _NotAModel("its header is JSON nested too deeply") from None
     except ValueError:  # JSONDecodeError, or an integer of thousands of digits

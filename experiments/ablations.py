@@ -27,8 +27,8 @@ The ablations (names for --only):
   data_budget     1,000 / 5,000 / 20,000 / 60,000 training images at a FIXED number of updates
   batch_size      32 / 128 / 512 / 2048 at the same epochs: the same learning rate, then scaled with the batch
                   (docs/math.md#batch-size-and-learning-rate)
-  regularization  stage 05 as it is; width back to 128-64; no dropout; no shifts; no weight decay;
-                  no warm-up; none of dropout, shifts and weight decay
+  regularization  stage 05 as it is; width back to 128-64; with dropout 0.2/0.4 (stage 05 has none: validation
+                  chose so); no shifts; no weight decay; no warm-up; neither shifts nor weight decay
 
 Each (variant, seed) result is saved under ``<out>/runs/ablation-<name>-<variant>/`` as soon as it
 finishes (atomically, via ``common.runs.run_or_resume``) with a fingerprint of its
@@ -354,9 +354,13 @@ def read_regularization(rows: list[dict], ablation: Ablation) -> str:
             f"a generalisation gap of {pts(gap)} points); changing one idea at a time: " + "; ".join(costs))
     bare = by_name.get("none")
     if bare and bare["ok"]:
-        text += (f". Without any of dropout, shifts and weight decay, the wide network's train-test gap is "
-                 f"{pts(bare['train'] - bare['test'])} points: a smaller gap is not the aim (dropout narrows it by "
-                 "lowering training accuracy), a higher test accuracy is")
+        text += (f". Without shifts and weight decay, the wide network's train-test gap is "
+                 f"{pts(bare['train'] - bare['test'])} points")
+    dropout = by_name.get("with-dropout")
+    if dropout and dropout["ok"] and dropout["train"] - dropout["test"] < gap and dropout["train"] < full["train"]:
+        text += (f". A smaller gap is not the aim, a higher test accuracy is: with dropout the gap is "
+                 f"{pts(dropout['train'] - dropout['test'])} points against {pts(gap)}, with training accuracy "
+                 f"at {pts(dropout['train'])} % against {pts(full['train'])} %")
     return text + failed_clause(rows) + "."
 
 
@@ -444,21 +448,23 @@ def batch_size_ablation(base: dict) -> Ablation:
 
 
 def regularization_ablation(quick: bool) -> Ablation:
-    """Stage 05 at its own budget with one of its ideas changed at a time (3 seeds: ~40 min on 2 cores)."""
-    no_regularization = {"input_dropout": 0.0, "hidden_dropout": 0.0, "shift": 0, "weight_decay": 0.0}
+    """Stage 05 at its own budget with one of its ideas changed at a time (3 seeds: ~40 min on 2 cores).
+
+    Stage 05 is what validation chose (results/tuning/05_regularized.md): no dropout, so the dropout
+    variant adds the classic 0.2 / 0.4 rather than removing it."""
     return Ablation(
         "regularization", "stage 05's ideas, one changed at a time, at stage 05's own budget",
         frozenset({"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"}),
-        "every variant is stage 05's design and budget with one idea changed; 'none' removes dropout, shifts "
-        "and weight decay together, to see the wide network unregularised",
+        "every variant is stage 05's design and budget with one idea changed; 'none' removes shifts and weight "
+        "decay together, to see the wide network unregularised",
         dict(QUICK) if quick else {},
         (Variant("all", "stage 05 as it is", {}),
          Variant("narrow", "width 128-64 (stage 04's)", {"sizes": (784, 128, 64, 10)}),
-         Variant("no-dropout", "no dropout", {"input_dropout": 0.0, "hidden_dropout": 0.0}),
+         Variant("with-dropout", "with dropout 0.2/0.4", {"input_dropout": 0.2, "hidden_dropout": 0.4}),
          Variant("no-shifts", "no shifts", {"shift": 0}),
          Variant("no-weight-decay", "no weight decay", {"weight_decay": 0.0}),
          Variant("no-warmup", "no warm-up", {"warmup": 0}),
-         Variant("none", "no dropout, shifts or weight decay", no_regularization)),
+         Variant("none", "no shifts or weight decay", {"shift": 0, "weight_decay": 0.0})),
         "epoch", read_regularization, stage=REGULARIZATION_STAGE)
 
 

@@ -52,25 +52,36 @@ def test_stage_02_learning_rate_was_the_best_on_validation():
     assert best_on_validation(frame, "lr") == SPECS["02"].lr and f"learning rate {SPECS['02'].lr:g} was" in text
 
 
+def kept_by_the_rule(frame: pd.DataFrame, key: str, value) -> bool:
+    """The stage's ``value`` is the best on validation, or not distinguishable from it (common.stats)."""
+    from common.stats import compare_runs
+
+    best = best_on_validation(frame, key)
+    if best == value:
+        return True
+    return compare_runs(grid_runs(frame, **{key: best}), grid_runs(frame, **{key: value}), "val_accuracy").distinguishable is False
+
+
 def test_stage_03_updates_and_learning_rate():
     text = docstring("03")
     assert f"{math.ceil(60_000 / SPECS['03'].batch_size)} updates, each from the gradient of {SPECS['03'].batch_size}" in text
     frame = tuning("03_minibatch")
     grid = " / ".join(f"{lr:g}" for lr in sorted(frame["lr"].unique()))
-    assert f"best of {grid}" in text
-    assert best_on_validation(frame, "lr") == SPECS["03"].lr
-    assert f"{SPECS['03'].lr:g} here against full batch's {SPECS['02'].lr:g}" in text
+    assert f"compared over {grid}" in text and frame.groupby("lr").size().eq(3).all() and "three seeds" in text
+    assert kept_by_the_rule(frame, "lr", SPECS["03"].lr)
+    if best_on_validation(frame, "lr") != SPECS["03"].lr:
+        assert f"{SPECS['03'].lr:g}, the rate this stage already had, is not distinguishable from the best" in text
+    assert "lowers the best learning rate" not in text, "one seed and 12 images did not support it"
 
 
 def test_stage_05_settings_as_described():
     spec, text = SPECS["05"], docstring("05")
     assert f"{parameters('05') / 1e6:.1f} million parameters" in text
-    assert f"drops {100 * spec.input_dropout:.0f} % of the input pixels and {100 * spec.hidden_dropout:.0f} % of the hidden units" in text
     assert f"by up to {spec.shift} pixels" in text
-    assert spec.warmup == 1 and "one warm-up epoch at half the rate" in text
     assert f"The budget of {spec.epochs} epochs" in text
     assert spec.sizes[1:-1] == (800, 800) and SPECS["04"].sizes[1:-1] == (128, 64)
     assert len(spec.sizes) == len(SPECS["04"].sizes), "stage 05 is wider, not deeper"
+    assert spec.input_dropout == spec.hidden_dropout == 0.0 and "no dropout" in text
 
 
 def test_stage_05_reading_of_stage_04_runs():
@@ -87,11 +98,45 @@ def test_stage_05_reading_of_stage_04_runs():
         assert 1.5 <= 100 * (run["train_accuracy"] - run["test_accuracy"]) <= 2.5
 
 
-def test_stage_05_only_the_shifts_were_tuned():
-    frame = tuning("05_regularized")
-    assert list(frame.columns[:1]) == ["shift"] and sorted(frame["shift"].unique()) == [0, 2]
-    assert best_on_validation(frame, "shift") == SPECS["05"].shift
-    assert "shifts of 0 against 2 pixels, one seed" in docstring("05")
+def grid_runs(frame: pd.DataFrame, **setting) -> list[dict]:
+    chosen = frame
+    for key, value in setting.items():
+        chosen = chosen[chosen[key] == value]
+    return [{"seed": int(s), "val_accuracy": float(v)} for s, v in zip(chosen["seed"], chosen["val_accuracy"])]
+
+
+def test_stage_05_is_what_validation_chose_and_its_docstring_says_why():
+    """Every combination of dropout, shifts and weight decay with three seeds on validation; the stage is
+    the best, and each sentence's verdict is the one rule's (common.stats)."""
+    from common.stats import compare_runs
+
+    frame = pd.read_csv(RESULTS / "tuning" / "05_regularized.csv", dtype={"dropout": str})
+    assert set(frame["dropout"]) == {"0/0", "0.1/0.2", "0.2/0.4"} and set(frame["shift"]) == {0, 2}
+    assert set(frame["weight_decay"]) == {0.0, 0.01} and frame.groupby(["dropout", "shift", "weight_decay"]).size().eq(3).all()
+    means = frame.groupby(["dropout", "shift", "weight_decay"])["val_accuracy"].mean()
+    spec, text = SPECS["05"], docstring("05")
+    best = means.idxmax()
+    assert best == (f"{spec.input_dropout:g}/{spec.hidden_dropout:g}", spec.shift, spec.weight_decay)
+    chosen = dict(dropout=best[0], shift=best[1], weight_decay=best[2])
+    verdicts = {
+        "shifts": compare_runs(grid_runs(frame, **chosen), grid_runs(frame, **{**chosen, "shift": 0}), "val_accuracy"),
+        "dropout 0.2/0.4": compare_runs(grid_runs(frame, **chosen), grid_runs(frame, **{**chosen, "dropout": "0.2/0.4"}),
+                                        "val_accuracy"),
+        "dropout 0.1/0.2": compare_runs(grid_runs(frame, **chosen), grid_runs(frame, **{**chosen, "dropout": "0.1/0.2"}),
+                                        "val_accuracy"),
+        "weight decay": compare_runs(grid_runs(frame, **chosen), grid_runs(frame, **{**chosen, "weight_decay": 0.0}),
+                                     "val_accuracy"),
+    }
+    assert verdicts["shifts"].distinguishable and verdicts["shifts"].mean > 0 and "shifts of 2 pixels are clearly better" in text
+    assert verdicts["dropout 0.2/0.4"].distinguishable and "dropout 0.2 / 0.4 is clearly worse" in text
+    assert verdicts["dropout 0.1/0.2"].distinguishable is False and "0.1 / 0.2 is not distinguishable from none" in text
+    assert verdicts["weight decay"].distinguishable is False and "weight decay 0.01 against none is not distinguishable" in text
+
+
+def test_stage_05_warm_up_follows_validation():
+    frame = tuning("05_regularized_warmup")
+    assert sorted(frame["warmup"].unique()) == [0, 1] and frame.groupby("warmup").size().eq(3).all()
+    assert best_on_validation(frame, "warmup") == SPECS["05"].warmup or "warm-up is not distinguishable" in docstring("05")
 
 
 @pytest.mark.parametrize("number", sorted(SPECS))

@@ -116,7 +116,7 @@ def test_a_saved_run_never_executes_the_modules_the_fingerprint_leaves_out():
     images = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
     data = MNIST(images[:200], rng.integers(0, 10, 200), images[200:], rng.integers(0, 10, 100))
     specs = load_specs(["02", "05", "06"])
-    tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10)},
+    tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10), "input_dropout": 0.1, "hidden_dropout": 0.2},
             "06": {"epochs": 1, "layers": ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "relu", "flatten",
                                            "dense 10")}}
     executed: set[str] = set()
