@@ -41,7 +41,6 @@ Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [-
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -52,7 +51,9 @@ import numpy as np
 
 from common import blas
 from common.cli import positive_int, run_cli, writable_folder
+from common.compute import training_gflop
 from common.files import atomic_write_json, atomic_write_text
+from common.nn.architecture import Architecture, walk_layers
 from common.nn.errors import UserError
 from common.paths import RESULTS_DIR
 
@@ -104,22 +105,9 @@ def load_conv_spec():
 
 
 def conv_gflop(spec, num_examples: int) -> float:
-    """Matrix-product GFLOP of one epoch over ``num_examples``, counted as ``core_speed.py`` does.
-
-    Per example: forward multiply-adds (a conv layer: ``H' * W' * F * K * K * C_in``; a dense
-    layer: ``fan_in * fan_out``), as many for the weight gradients, and as many again for the
-    input gradients of every weighted layer but the first; 2 flops per multiply-add.
-    """
-    from common.nn.architecture import walk_layers
-
-    macs = []
-    for layer in walk_layers(spec.sizes[0], spec.layers):
-        if layer.kind == "conv":
-            out_h, out_w, filters = layer.out_shape
-            macs.append(out_h * out_w * filters * math.prod(layer.param_shapes["W"][:-1]))
-        elif layer.kind == "dense":
-            macs.append(math.prod(layer.param_shapes["W"]))
-    return num_examples * 2 * (2 * sum(macs) + sum(macs[1:])) / 1e9
+    """Matrix-product GFLOP of one epoch over ``num_examples``, counted as ``core_speed.py`` does
+    (``common.compute``: forward, weight gradients, input gradients but the first layer's)."""
+    return training_gflop(Architecture(tuple(spec.sizes), layers=tuple(spec.layers)), num_examples)
 
 
 def torch_model(spec):
@@ -127,8 +115,6 @@ def torch_model(spec):
     ``(C, H, W)`` when the first layer is the ``reshape`` (the data is then shaped once, up front)."""
     import torch
     from torch import nn
-
-    from common.nn.architecture import walk_layers
 
     class NHWCToNCHW(nn.Module):
         """A ``reshape HxWxC`` inside the network: rows -> NHWC images -> NCHW."""

@@ -42,6 +42,8 @@ import numpy as np
 
 from common import blas
 from common.cli import positive_int, run_cli, writable_folder
+from common.compute import training_gflop
+from common.nn.architecture import Architecture
 
 from harness import Parser, blas_threads, ensure_blas_threads, load_training_data, per_epoch_seconds
 
@@ -53,12 +55,8 @@ PEAK_SIZES = (2048, 4096)
 # --------------------------------------------------------------------------- flops
 
 def network_gflop(sizes: Sequence[int] = SIZES, num_examples: int = 60_000) -> float:
-    """Matmul GFLOP of one forward + backward pass over ``num_examples`` (see the module doc)."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    forward = sum(a * b for a, b in pairs)
-    weight_grad = forward
-    input_grad = sum(a * b for a, b in pairs[1:])
-    return num_examples * 2 * (forward + weight_grad + input_grad) / 1e9
+    """Matmul GFLOP of one forward + backward pass over ``num_examples`` (``common.compute``)."""
+    return training_gflop(Architecture(tuple(sizes)), num_examples)
 
 
 # --------------------------------------------------------------------------- measurements

@@ -152,13 +152,18 @@ def saved_fingerprint(path: Path) -> str | None:
     return record["fingerprint"] if record else None
 
 
-def expected_fingerprint(record: dict) -> str:
-    """The fingerprint today's code gives the settings and seed a run record holds."""
+def spec_of_record(record: dict) -> StageSpec:
+    """The settings a run record holds, as the :class:`StageSpec` that ran them."""
     settings = dict(record["settings"])
     settings["sizes"] = tuple(settings["sizes"])
     if "layers" in settings:
         settings["layers"] = tuple(settings["layers"])
-    return fingerprint(StageSpec(**settings), record["seed"])
+    return StageSpec(**settings)
+
+
+def expected_fingerprint(record: dict) -> str:
+    """The fingerprint today's code gives the settings and seed a run record holds."""
+    return fingerprint(spec_of_record(record), record["seed"])
 
 
 @dataclass

@@ -33,20 +33,22 @@ from tabulate import tabulate
 from common import blas
 from common import data as mnist
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
+from common.compute import training_gflop
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.protocol import StageSpec
 from common.report import QUICK_BANNER, percent, provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
-from common.runs import Progress, plan_progress, read_record, run_or_resume, run_path
+from common.runs import Progress, plan_progress, read_record, run_or_resume, run_path, spec_of_record
 from common.stages import load_specs, stage_files
 from common.stats import RULE, compare_runs
 
 DEFAULT_OUT = RESULTS_DIR
 FULL_SEEDS = [0, 1, 2]
 README = REPO_ROOT / "README.md"
-RENDER_CODE = [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py"]
+RENDER_CODE = [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py",
+               REPO_ROOT / "common" / "compute.py"]
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -71,6 +73,13 @@ DATA_BUDGET_VARIANTS = [
 
 # -- tables ----------------------------------------------------------------------------------
 
+def run_gflop(run: dict) -> float:
+    """The matrix-product GFLOP of a run's training (common.compute): every epoch (or full-batch
+    iteration) passes all its training images forward and back."""
+    spec = spec_of_record(run)
+    return training_gflop(spec.architecture(), spec.epochs * run.get("train_size", spec.train_size))
+
+
 def runs_frame(results: list[dict]) -> pd.DataFrame:
     """One row per (stage or variant, seed) with the figures a reader may want to analyse."""
     rows = []
@@ -86,7 +95,7 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
             "train_accuracy": r.get("train_accuracy"), "test_accuracy": r.get("test_accuracy"),
             "holdout_accuracy": r.get("holdout_accuracy"), "macro_f1": r.get("macro_f1"),
             "seconds": r.get("seconds"), "train_seconds": r.get("train_seconds"),
-            "num_parameters": r.get("num_parameters"),
+            "num_parameters": r.get("num_parameters"), "train_gflop": round(run_gflop(r), 1),
             "published_accuracy": r.get("published_accuracy", None),
         })
     return pd.DataFrame(rows)
@@ -101,7 +110,7 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
         published = (f"{100 * spec.published_accuracy:.2f}" if spec.published_accuracy else "")
         if not ok:
             rows.append([spec.name, spec.adds, "-", "-", "-", "-", "-", "-",
-                         f"failed: {failed[0]['reason']}", "-", "-", "-", published])
+                         f"failed: {failed[0]['reason']}", "-", "-", "-", "-", published])
             previous_ok = None
             continue
         test_mean = float(np.mean([r["test_accuracy"] for r in ok]))
@@ -116,10 +125,11 @@ def stage_table(specs: dict[str, StageSpec], results: dict[str, list[dict]]) -> 
                      ok[0]["optimizer"], spec.batch_size or "full",
                      f"{spec.epochs} {'it.' if spec.is_full_batch else 'ep.'}",
                      percent([r["train_accuracy"] for r in ok]), test_text, gain,
-                     f"{np.mean([r['seconds'] for r in ok]):.0f}", f"{ok[0]['num_parameters']:,}", published])
+                     f"{np.mean([r['seconds'] for r in ok]):.0f}", f"{run_gflop(ok[0]):,.0f}",
+                     f"{ok[0]['num_parameters']:,}", published])
         previous_ok = ok
     headers = ["stage", "what it adds", "train images", "architecture", "optimizer", "batch", "budget",
-               "train acc. %", "test acc. %", "gain (points)", "time (s)", "parameters", "published %"]
+               "train acc. %", "test acc. %", "gain (points)", "time (s)", "train GFLOP", "parameters", "published %"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -362,6 +372,30 @@ def learning_curves(specs: dict[str, StageSpec], results: dict[str, list[dict]],
     save_figure(fig, path)
 
 
+def accuracy_against_compute(specs: dict[str, StageSpec], results: dict[str, list[dict]], path: Path) -> None:
+    """Each stage's mean test accuracy (± std over seeds) against its training GFLOP, log scale."""
+    from common.plots import save_figure, subplots
+
+    fig, ax = subplots(1, 1, figsize=(7, 4.8), layout=None)
+    for number, spec in specs.items():
+        ok = [r for r in results[number] if r["status"] == "ok"]
+        if not ok:
+            continue
+        tests = [100 * r["test_accuracy"] for r in ok]
+        gflop = run_gflop(ok[0])
+        ax.errorbar([gflop], [np.mean(tests)], yerr=[np.std(tests, ddof=1) if len(tests) > 1 else 0.0],
+                    marker="o", capsize=4, label=spec.name)
+        ax.annotate(number, (gflop, np.mean(tests)), textcoords="offset points", xytext=(6, -12), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("training GFLOP (matrix products, forward and back)")
+    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+    ax.set_title("Test accuracy against the compute of training")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 # -- README ------------------------------------------------------------------------------------
 
 def update_readme(block: str, readme: Path = README) -> bool:
@@ -382,7 +416,10 @@ def readme_block_of(comparison_md: str) -> str:
     lines = comparison_md.strip().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    return "\n".join(lines).strip().replace("](learning_curves.png)", "](results/learning_curves.png)")
+    text = "\n".join(lines).strip()
+    for figure in ("learning_curves.png", "accuracy_vs_compute.png"):
+        text = text.replace(f"]({figure})", f"](results/{figure})")
+    return text
 
 
 def readme_block(readme: Path = README) -> str | None:
@@ -477,7 +514,9 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
         "10,000-image MNIST test set; accuracies are mean ± standard deviation over the seeds, time is the mean "
         "wall-clock seconds of one run (training and evaluation) on the machine below. \"gain\" is the change in "
         "mean test accuracy over the previous stage, ± its standard error over the seeds (paired by seed); \"published\" is what the source design reported (stage "
-        "01's source measured its 88.29 % on 350 held-out *training* images, not the official test set).", "",
+        "01's source measured its 88.29 % on 350 held-out *training* images, not the official test set). "
+        "\"train GFLOP\" is the arithmetic of one run's training: its matrix products, forward and back, over every "
+        "image of every epoch (docs/math.md#training-compute).", "",
         stage_table(study.specs, results), "",
     ]
     if study.quick:
@@ -492,7 +531,9 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
     total_seconds = sum(r.get("seconds", 0.0) for r in all_runs if r["status"] == "ok")
     parts += [f"All {len(all_runs)} runs together took {total_seconds / 60:.1f} minutes of wall-clock time "
               "(as measured when each ran; reused results keep their original time).", "",
-              "![Learning curves](learning_curves.png)", "", provenance_line(environment),
+              "![Learning curves](learning_curves.png)", "",
+              "Test accuracy against the arithmetic of training (log scale: each step right is ten times the "
+              "compute):", "", "![Accuracy against compute](accuracy_vs_compute.png)", "", provenance_line(environment),
               "Rendered by `python experiments/compare.py` from the saved runs in `runs/` (nothing is retrained "
               "while their fingerprints match the code)."]
     return "\n".join(parts) + "\n"
@@ -519,7 +560,7 @@ def verify(study: Study, variant_keys: list[str], tolerance: float) -> int:
                 saved, why = read_record(saved_path)
                 if saved is None:
                     raise UserError(f"cannot verify {shown(saved_path)}: {why}; run without --verify to make it")
-                spec = spec or StageSpec(**{**saved["settings"], "sizes": tuple(saved["settings"]["sizes"])})
+                spec = spec or spec_of_record(saved)
                 fresh = run_or_resume(key, spec, seed, study.data, Path(scratch) / "runs", True, study.progress)
                 row, difference = verify_row(key, seed, saved, fresh)
                 rows.append(row)
@@ -599,7 +640,8 @@ def write_pages(study: Study, results: dict[str, list[dict]], variant_results: d
     out = study.out
     all_runs = [r for runs in [*results.values(), *variant_results.values()] for r in runs]
     key = render_key(all_runs, RENDER_CODE)
-    outputs = [out / name for name in ("comparison.md", "comparison.csv", "learning_curves.png")]
+    outputs = [out / name for name in ("comparison.md", "comparison.csv", "learning_curves.png",
+                                       "accuracy_vs_compute.png")]
     if up_to_date(key, out / "environment.json", outputs):
         print(f"\n{shown(out / 'comparison.md')} and its figure are up to date with these {len(all_runs)} runs: "
               "nothing written")
@@ -607,10 +649,11 @@ def write_pages(study: Study, results: dict[str, list[dict]], variant_results: d
     environment = {**runs_environment([r for r in all_runs if r["status"] == "ok"]), "rendered_from": key}
     atomic_write_text(out / "comparison.csv", runs_frame(all_runs).to_csv(index=False))
     learning_curves(study.specs, results, out / "learning_curves.png")
+    accuracy_against_compute(study.specs, results, out / "accuracy_vs_compute.png")
     comparison = comparison_markdown(study, results, variant_results, environment)
     atomic_write_text(out / "comparison.md", comparison)
     atomic_write_json(out / "environment.json", environment)
-    print(f"\nwrote {shown(out / 'comparison.md')}, comparison.csv, learning_curves.png")
+    print(f"\nwrote {shown(out / 'comparison.md')}, comparison.csv, learning_curves.png, accuracy_vs_compute.png")
     if study.committed and update_readme(readme_block_of(comparison)):
         print("updated the comparison in README.md")
 

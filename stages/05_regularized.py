@@ -33,8 +33,9 @@ comparison's time.
 
 Code: common.nn.augment.random_shift, common.nn.optimizers.Optimizer.step, common.nn.schedules.cosine
 
-Exercises: python -m common.exercises check 05 (dropout_forward, dropout_backward, dropout_layer_forward,
-random_shift, decay_weights).
+Exercises: python -m common.exercises check 05 (random_shift, decay_weights; and dropout_forward,
+dropout_backward, dropout_layer_forward: the idea validation tried here and left out, which the
+regularization ablation's with-dropout variant trains).
 
 Run: python stages/05_regularized.py [--quick] [--epochs 30] [--seed 0] [--help]
 """

@@ -263,6 +263,47 @@ def maxpool_backward_last_maximum(dout, x):
     return dx
 
 
+# -- batch normalization (no stage uses it yet) ---------------------------------------------------
+
+def batchnorm_variant(ddof: int = 0, eps_outside: bool = False, axis: int | None = None, refuse: bool = True):
+    """Batch normalization's forward pass with the variance divided by B - ddof, eps outside the square
+    root, the statistics over ``axis`` of x as it is (no reshape to rows), or a batch of one accepted."""
+
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        rows = x.reshape(-1, x.shape[-1]) if axis is None else x
+        if refuse and len(rows) < 2:
+            raise ValueError("a batch of one")
+        mean = rows.mean(axis=axis or 0, keepdims=True)
+        var = rows.var(axis=axis or 0, ddof=ddof, keepdims=True)
+        std = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
+        xhat = (rows - mean) / std
+        squeeze = (lambda a: a.reshape(-1)) if axis in (None, 0) else (lambda a: a)
+        return (gamma * xhat + beta).reshape(x.shape), (xhat, gamma, squeeze(std), squeeze(mean), squeeze(var))
+
+    return batchnorm_forward
+
+
+def batchnorm_backward_variant(slip: str):
+    """Batch normalization's backward pass with one of its usual slips."""
+
+    def batchnorm_backward(dout, cache):
+        xhat, gamma, std, _, _ = cache
+        rows = dout.reshape(xhat.shape)
+        count = len(dout) if slip == "count B for images" else len(rows)
+        dbeta, dgamma = rows.sum(axis=0), (rows * xhat).sum(axis=0)
+        if slip == "no xhat term":
+            dx = gamma / (count * std) * (count * rows - dbeta)
+        elif slip == "constant statistics":
+            dx = gamma * rows / std
+        else:
+            dx = gamma / (count * std) * (count * rows - dbeta - xhat * dgamma)
+        if slip == "dgamma without xhat":
+            dgamma = dbeta
+        return dx.reshape(dout.shape), dgamma, dbeta
+
+    return batchnorm_backward
+
+
 MUTANTS = {
     "dense forward without the bias": ("dense_forward", dense_forward_without_bias, ["bias"]),
     "dense backward divides by the batch size": ("dense_backward", dense_backward_divided_by_batch,
@@ -318,4 +359,24 @@ MUTANTS = {
                                             ["tie", "every maximum"]),
     "max-pool backward to the last maximum": ("maxpool_backward", maxpool_backward_last_maximum,
                                               ["tie", "last maximum"]),
+    "batchnorm normalises with the unbiased variance": ("batchnorm_forward", batchnorm_variant(ddof=1),
+                                                        ["unbiased variance", "divided by B"]),
+    "batchnorm with eps outside the square root": ("batchnorm_forward", batchnorm_variant(eps_outside=True),
+                                                   ["outside the square root", "sqrt(var + eps)"]),
+    "batchnorm over each example's features": ("batchnorm_forward", batchnorm_variant(axis=1),
+                                               ["each example", "axis 0"]),
+    "batchnorm of images per pixel": ("batchnorm_forward", batchnorm_variant(axis=0),
+                                      ["each channel is one feature", "every pixel", "x.reshape(-1, C)"]),
+    "batchnorm accepts a batch of one": ("batchnorm_forward", batchnorm_variant(refuse=False),
+                                         ["batch of one example", "ValueError"]),
+    "batchnorm backward without the xhat term": ("batchnorm_backward", batchnorm_backward_variant("no xhat term"),
+                                                 ["dx leaves out", "xhat * sum(dout * xhat)"]),
+    "batchnorm backward with constant statistics": ("batchnorm_backward",
+                                                    batchnorm_backward_variant("constant statistics"),
+                                                    ["as constants", "depend on every x"]),
+    "batchnorm dgamma without xhat": ("batchnorm_backward", batchnorm_backward_variant("dgamma without xhat"),
+                                      ["dgamma", "dout * xhat"]),
+    "batchnorm backward counts only the batch for images": ("batchnorm_backward",
+                                                            batchnorm_backward_variant("count B for images"),
+                                                            ["for images", "B*H*W"]),
 }

@@ -128,6 +128,7 @@ def test_stage_05_is_what_validation_chose_and_its_docstring_says_why():
                                      "val_accuracy"),
     }
     assert verdicts["shifts"].distinguishable and verdicts["shifts"].mean > 0 and "shifts of 2 pixels are clearly better" in text
+    assert f"by about {100 * verdicts['shifts'].mean:.1f} points" in text
     assert verdicts["dropout 0.2/0.4"].distinguishable and "dropout 0.2 / 0.4 is clearly worse" in text
     assert verdicts["dropout 0.1/0.2"].distinguishable is False and "0.1 / 0.2 is not distinguishable from none" in text
     assert verdicts["weight decay"].distinguishable is False and "weight decay 0.01 against none is not distinguishable" in text

@@ -252,9 +252,9 @@ def test_learning_rate_settings_quoted_from_the_stages():
     assert f"uses one rate, {stage02.lr:g}, for every layer" in section("Raw pixels are a hidden learning-rate change")
 
 
-def test_the_stage_02_run_sometimes_raises_its_full_batch_loss_and_keeps_climbing():
-    """Read from the committed run, without typing its numbers: rises there are, and the test accuracy
-    never falls by more than a few images between two evaluations."""
+def test_the_stage_02_run_sometimes_raises_its_full_batch_loss_and_recovers():
+    """Read from the committed run, without typing its numbers: rises there are, the test accuracy ends at
+    its highest, and the page says it can dip only if it does."""
     run = load_json("runs/02/seed0.json")
     spec = load_specs()["02"]
     assert run["settings"]["lr"] == spec.lr and run["settings"]["batch_size"] is None
@@ -262,9 +262,11 @@ def test_the_stage_02_run_sometimes_raises_its_full_batch_loss_and_keeps_climbin
     losses = [h["loss"] for h in history]
     assert any(later > earlier for earlier, later in zip(losses, losses[1:])), "the loss never rose"
     accuracy_curve = [h["test_accuracy"] for h in history if h["test_accuracy"] is not None]
-    assert max(a - b for a, b in zip(accuracy_curve, accuracy_curve[1:])) < 0.002, "keeps climbing"
-    text = section("What sets the learning rate")
-    assert "goes up from one iteration to the next now and then" in text and "keeps climbing" in text
+    assert accuracy_curve[-1] == max(accuracy_curve), "ends at its highest"
+    dips = max(a - b for a, b in zip(accuracy_curve, accuracy_curve[1:])) > 0
+    text = " ".join(section("What sets the learning rate").split())
+    assert "goes up from one iteration to the next now and then" in text and "yet ends at its highest" in text
+    assert ("can dip from one record to the next" in text) == dips
 
 
 def test_stage_04_budget_is_named_as_chosen_on_validation_without_quoting_the_table():
@@ -804,3 +806,19 @@ def test_no_measured_accuracy_is_typed_into_the_page():
     for link in set(re.findall(r"\(\.\./(results/[^)#]+)\)", PAGE)):
         assert (REPO_ROOT / link).exists(), link
     assert "(#reading-the-statistics)" in PAGE and "## Reading the statistics" in PAGE
+
+
+def test_training_compute_worked_example_is_stage_04s():
+    """The section's stage-04 numbers come from common.compute and the stage's settings."""
+    from common.compute import forward_multiply_adds, training_gflop, training_multiply_adds_per_example
+    from common.stages import load_specs
+
+    spec = load_specs(["04"])["04"]
+    architecture = spec.architecture()
+    text = " ".join(section("Training compute").split())
+    forward = forward_multiply_adds(architecture)
+    assert f"M = 784 \\cdot 128 + 128 \\cdot 64 + 64 \\cdot 10 = {sum(forward):,}".replace(",", "{,}") in text
+    assert f"M_1 = {forward[0]:,}".replace(",", "{,}") in text
+    assert f"3M - M_1 = {training_multiply_adds_per_example(architecture):,}".replace(",", "{,}") in text
+    assert spec.epochs == 30 and spec.train_size in (None, 60_000)
+    assert f"\\approx {training_gflop(architecture, spec.epochs * 60_000):.0f}$ GFLOP" in text

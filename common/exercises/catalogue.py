@@ -1,5 +1,8 @@
 """The exercises, in the order of the ladder: each one's name (that of its answer in
-``common.nn.reference``), its stage, the section of docs/math.md it practises, and its check."""
+``common.nn.reference``), its stage, the section of docs/math.md it practises, and its check.
+
+Batch normalization comes after stage 06 as a rung of its own, ``bn``: no stage uses it yet, so it
+has no stage number (``python -m common.exercises check bn`` checks it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +10,7 @@ from typing import Callable
 
 import common.exercises.checks_conv as checks_conv
 import common.exercises.checks_layers as checks_layers
+import common.exercises.checks_norm as checks_norm
 import common.exercises.checks_regularize as checks_regularize
 import common.exercises.checks_steps as checks_steps
 
@@ -17,6 +21,7 @@ STAGES = {
     "04": "momentum, RMSprop, Adam",
     "05": "dropout, shifted digits, weight decay",
     "06": "convolution and max-pooling",
+    "bn": "batch normalization (no stage uses it yet)",
 }
 
 
@@ -25,7 +30,7 @@ class Exercise:
     """One function to write: ``name`` and signature as ``common.nn.reference.<name>``."""
 
     name: str
-    stage: str                      # "01" .. "06"
+    stage: str                      # "01" .. "06", or "bn": batch normalization, which no stage uses yet
     section: str                    # its section of docs/math.md (the anchor)
     check: Callable[[Callable], None]  # returns if right, raises Wrong / NotWritten otherwise
 
@@ -57,6 +62,8 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("conv_backward", "06", "convolution-and-max-pooling", checks_conv.check_conv_backward),
     Exercise("maxpool_forward", "06", "convolution-and-max-pooling", checks_conv.check_maxpool_forward),
     Exercise("maxpool_backward", "06", "convolution-and-max-pooling", checks_conv.check_maxpool_backward),
+    Exercise("batchnorm_forward", "bn", "batch-normalization", checks_norm.check_batchnorm_forward),
+    Exercise("batchnorm_backward", "bn", "batch-normalization", checks_norm.check_batchnorm_backward),
 )
 
 BY_NAME = {exercise.name: exercise for exercise in EXERCISES}

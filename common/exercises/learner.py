@@ -39,8 +39,8 @@ def start_worksheet(directory: str | Path = DEFAULT_DIR, force: bool = False) ->
         raise UserError(f"{target} has your edits; start never overwrites them (add --force to replace it with a "
                         "blank copy, losing them)")
     atomic_write_text(target, blank)
-    return (f"wrote {target}: {len(EXERCISES)} exercises, stage 01 to 06. Fill in {EXERCISES[0].name} first, "
-            f"then: python -m common.exercises check {EXERCISES[0].name}"
+    return (f"wrote {target}: {len(EXERCISES)} exercises, stage 01 to 06 and batch normalization. Fill in "
+            f"{EXERCISES[0].name} first, then: python -m common.exercises check {EXERCISES[0].name}"
             + ("" if directory == DEFAULT_DIR else f" --dir {directory}"))
 
 
@@ -100,18 +100,20 @@ def grade(exercise: Exercise, function: object) -> Result:
 
 
 def select(names: Sequence[str] | None = None) -> list[Exercise]:
-    """The exercises named (a name, or a stage such as ``04`` for all of its), in ladder order; all if none."""
+    """The exercises named (a name, or a stage such as ``04`` or the rung ``bn`` for all of its), in ladder
+    order; all if none."""
     if not names:
         return list(EXERCISES)
     chosen = set()
     for name in names:
-        stage = name.zfill(2) if name.isdigit() else None
+        stage = name.zfill(2) if name.isdigit() else name
         if stage in STAGES:
             chosen.update(exercise.name for exercise in EXERCISES if exercise.stage == stage)
         elif name in BY_NAME:
             chosen.add(name)
         else:
-            raise UserError(f"no exercise {name!r}; name one of {', '.join(BY_NAME)}, or a stage 01 .. 06")
+            raise UserError(f"no exercise {name!r}; name one of {', '.join(BY_NAME)}, or a stage 01 .. 06, or bn "
+                            "(batch normalization)")
     return [exercise for exercise in EXERCISES if exercise.name in chosen]
 
 
@@ -147,7 +149,8 @@ def load_learner_book(directory: str | Path = DEFAULT_DIR, results: Sequence[Res
 
     ``results`` from :func:`check_worksheet`, if the caller has them, saves grading again. Exercises
     that are no ``Textbook`` function (``minibatches``, ``dropout_layer_forward``: the training loop
-    and the dropout layer do that part) are graded but not used. During training, an exception from
+    and the dropout layer do that part; ``batchnorm_forward``, ``batchnorm_backward``: no stage uses
+    batch normalization yet) are graded but not used. During training, an exception from
     the learner's function ends the run with one line naming it (a :class:`UserError`).
     """
     module = load_worksheet(directory)

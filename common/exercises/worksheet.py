@@ -3,7 +3,8 @@
 Start:  python -m common.exercises start            copies this blank file to my_exercises/worksheet.py
 Check:  python -m common.exercises check            every exercise: pass, not yet written, or the first
                                                     thing that is wrong and the section to read
-        python -m common.exercises check adam_step  one exercise (or several, or a stage: check 04)
+        python -m common.exercises check adam_step  one exercise (or several, or a stage: check 04;
+                                                    check bn for batch normalization)
 Train:  python stages/04_adam.py --exercises my_exercises --quick
                                                     the stage trains on your functions where you have
                                                     written them, and on the reference where not yet
@@ -274,5 +275,38 @@ def maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     in row-major order (top-left, top-right, bottom-left, bottom-right), never to all of them.
     Everything else, an odd last row or column included, gets 0.
     docs/math.md#convolution-and-max-pooling
+    """
+    raise NotImplementedError
+
+
+# ============================================================================================
+# Batch normalization (check bn): no stage uses it yet. Training mode, features last:
+# x (B, D), one feature per column, or images (B, H, W, C), one feature per channel.
+# ============================================================================================
+
+
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      eps: float = 1e-5) -> tuple[np.ndarray, tuple]:
+    """Batch normalization while training: ``x (B, D)``, ``gamma (D,)``, ``beta (D,)`` -> ``(out, cache)``.
+
+    Normalise each feature (column) with its batch's mean and variance, the variance divided by B
+    (np.var's default): ``std = sqrt(var + eps)``, ``xhat = (x - mean) / std``; then
+    ``out = gamma * xhat + beta``, of x's shape and dtype. Images ``x (B, H, W, C)`` with
+    ``gamma, beta (C,)``: one feature per channel, over the batch and every pixel, which is the same
+    on the B*H*W rows of ``x.reshape(-1, C)``; ``out`` has the images' shape again.
+    ``cache = (xhat, gamma, std, mean, var)``: ``xhat`` as the rows you normalised, ``(B, D)`` or
+    ``(B*H*W, C)``, the rest one value per feature. batchnorm_backward is given it.
+    With fewer than 2 values per feature (a batch of one example) raise a ValueError.
+    docs/math.md#batch-normalization
+    """
+    raise NotImplementedError
+
+
+def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalization's gradients, given ``dout`` (the shape of ``out``) and the forward pass's
+    ``cache = (xhat, gamma, std, mean, var)``: ``dx`` (the shape of ``dout``), ``dgamma (D,)``, ``dbeta (D,)``.
+
+    The batch's mean and variance depend on every x: the maths page derives the compact ``dx``.
+    docs/math.md#batch-normalization
     """
     raise NotImplementedError

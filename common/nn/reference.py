@@ -205,6 +205,78 @@ def maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     return dx
 
 
+# -- batch normalization  (docs/math.md#batch-normalization); no stage uses it yet
+#    Features are the last axis: x (B, D), one feature per column, or images x (B, H, W, C), one
+#    feature per channel, normalised over the batch and every pixel. The formulas are written for the
+#    M rows of x.reshape(-1, D) (M = B, or B*H*W for images), and the results take x's shape again.
+
+
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Training mode: ``x (B, D)``, ``gamma (D,)``, ``beta (D,)`` -> ``(out (B, D), cache)``.
+
+    Each feature is normalised with its batch's own statistics: ``mean``, the biased variance
+    ``var = mean((x - mean)**2)`` (divided by M, not M - 1, as PyTorch normalises), ``std =
+    sqrt(var + eps)``, ``xhat = (x - mean) / std``; then ``out = gamma * xhat + beta``. Images
+    ``x (B, H, W, C)`` with ``gamma, beta (C,)``: the same on ``x.reshape(-1, C)``, per channel over
+    the batch and every pixel, and ``out (B, H, W, C)``.
+
+    ``cache = (xhat (M, D), gamma (D,), std (D,), mean (D,), var (D,))``, what the backward pass and
+    :func:`update_running_stats` need. Fewer than 2 rows (a batch of one example) raise a ValueError.
+    """
+    rows = x.reshape(-1, x.shape[-1])                            # (M, D)
+    if len(rows) < 2:
+        raise ValueError(f"batch normalization in training needs at least 2 values per feature, got {len(rows)} "
+                         f"(x of shape {x.shape}): the variance of one value is 0, so there is nothing to normalise")
+    mean = rows.mean(axis=0)
+    var = ((rows - mean) ** 2).mean(axis=0)
+    std = np.sqrt(var + eps)
+    xhat = (rows - mean) / std
+    out = gamma * xhat + beta
+    return out.reshape(x.shape), (xhat, gamma, std, mean, var)
+
+
+def batchnorm_backward(dout: np.ndarray,
+                       cache: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``dout`` (the shape of ``out``) -> ``dx`` (that shape), ``dgamma (D,)``, ``dbeta (D,)``.
+
+    With sums over the M rows: ``dbeta = sum(dout)``, ``dgamma = sum(dout * xhat)``, and the compact
+    ``dx = gamma / (M std) * (M dout - sum(dout) - xhat * sum(dout * xhat))``: the two sums are the
+    paths through the batch's mean and variance, which depend on every row. Their 1/M is the
+    layer's own; the loss's 1/B is already in ``dout``.
+    """
+    xhat, gamma, std, _, _ = cache
+    rows = dout.reshape(xhat.shape)                              # (M, D)
+    count = len(rows)
+    dbeta = rows.sum(axis=0)
+    dgamma = (rows * xhat).sum(axis=0)
+    dx = gamma / (count * std) * (count * rows - dbeta - xhat * dgamma)
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+def batchnorm_inference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                        running_var: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Inference: ``x (B, D)`` or ``(B, H, W, C)`` -> ``out``, x's shape, normalised with the running
+    averages instead of the batch's statistics: ``gamma * (x - running_mean) / sqrt(running_var + eps)
+    + beta``. Each example on its own, so a batch of one is fine. With ``running_mean = mean`` and
+    ``running_var = var`` (the cache's, the biased variance) it is :func:`batchnorm_forward`'s ``out``."""
+    xhat = (x - running_mean) / np.sqrt(running_var + eps)
+    return gamma * xhat + beta
+
+
+def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray, batch_mean: np.ndarray,
+                         batch_var: np.ndarray, momentum: float = 0.1) -> None:
+    """After a training step, in place: ``running <- (1 - momentum) * running + momentum * batch``,
+    for the mean and for the variance (they start at 0 and 1).
+
+    PyTorch's convention: ``momentum`` is the weight of the new batch (0.1 by default), and
+    ``batch_var`` is the batch's *unbiased* variance, ``sum((x - mean)**2) / (M - 1)``, that is
+    ``var * M / (M - 1)`` from the cache, while training normalises with the biased ``var`` itself.
+    """
+    running_mean[...] = (1 - momentum) * running_mean + momentum * batch_mean
+    running_var[...] = (1 - momentum) * running_var + momentum * batch_var
+
+
 # -- data augmentation  (docs/math.md#data-augmentation)
 
 
