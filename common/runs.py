@@ -56,6 +56,10 @@ def numeric_code_files() -> list[Path]:
     return files + [CODE_ROOT / name for name in PROTOCOL_MODULES]
 
 
+_FSTRING_START = getattr(tokenize, "FSTRING_START", object())  # object(): a type no token has (Python < 3.12)
+_FSTRING_END = getattr(tokenize, "FSTRING_END", object())
+
+
 def code_tokens(source: str, skip_spec: bool = False) -> str:
     """The code of a module without its docstrings, comments and blank lines: the tokens the
     interpreter runs, so that correcting a sentence does not invalidate hours of saved runs.
@@ -74,7 +78,24 @@ def code_tokens(source: str, skip_spec: bool = False) -> str:
         if skip_spec and isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SPEC"]:
             skipped_lines.update(range(node.lineno, node.end_lineno + 1))
     kept = []
+    line_offsets = [0]
+    for line in source.split("\n"):
+        line_offsets.append(line_offsets[-1] + len(line) + 1)
+    fstring_start, fstring_depth = (0, 0), 0
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        # Python 3.12+ splits an f-string into parts (PEP 701); keep it whole, as its source text, as
+        # earlier Pythons do, so that a fingerprint is the same on every Python the suite supports.
+        if token.type == _FSTRING_START:
+            fstring_start = fstring_start if fstring_depth else token.start
+            fstring_depth += 1
+            continue
+        if fstring_depth:
+            if token.type == _FSTRING_END:
+                fstring_depth -= 1
+                if not fstring_depth and fstring_start[0] not in skipped_lines:
+                    begin = line_offsets[fstring_start[0] - 1] + fstring_start[1]
+                    kept.append(source[begin:line_offsets[token.end[0] - 1] + token.end[1]])
+            continue
         if token.type in (tokenize.INDENT, tokenize.DEDENT):
             kept.append(tokenize.tok_name[token.type])  # block structure, wherever it starts
         elif token.type not in (tokenize.COMMENT, tokenize.NL) and token.start[0] not in skipped_lines:

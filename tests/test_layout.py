@@ -136,6 +136,18 @@ def test_run_fingerprint_ignores_prose_but_not_code():
     assert code_tokens(source) != code_tokens('def f(x):\n    """Twice x."""\nreturn 2 * x\n'.replace("\nreturn", "\n    pass\nreturn"))
 
 
+
+def test_run_fingerprint_is_the_same_on_every_python():
+    """Python 3.12 tokenizes an f-string in parts (PEP 701); the fingerprint keeps each f-string whole, as
+    its source text, so runs saved under one supported Python are valid under another. The expected
+    string is what Python 3.10 and 3.11 give."""
+    from common.runs import code_tokens
+
+    source = 'x = f"a{b!r:>{w}}c" + f"""d\n{e}"""  # note\nif x:\n    y = f"{x}"\n'
+    assert code_tokens(source) == 'x = f"a{b!r:>{w}}c" + f"""d\n{e}""" \n if x : \n INDENT y = f"{x}" \n DEDENT '
+    assert code_tokens(source.replace("{w}", "{v}")) != code_tokens(source)
+
+
 DOCS = [REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "docs" / "math.md"]
 
 
