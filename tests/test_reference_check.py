@@ -30,3 +30,13 @@ def test_the_committed_page_finds_the_two_alike_under_the_one_rule():
             for seed in (0, 1, 2)}
     assert all(row["fast"] == runs[row["seed"]]["test_accuracy"] for row in result["rows"]), \
         "the fast column is the comparison's committed runs"
+
+
+def test_the_readme_says_what_the_committed_page_shows():
+    from common.paths import REPO_ROOT, RESULTS_DIR
+
+    result = json.loads((RESULTS_DIR / "reference_check" / "reference_check.json").read_text(encoding="utf-8"))
+    widest = max(round(10_000 * abs(row["textbook"] - row["fast"])) for row in result["rows"])
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "the two train to the same accuracy under the one rule" in readme and not result["distinguishable"]
+    assert "a single seed can end a few dozen test digits apart" in readme and 10 <= widest < 100
