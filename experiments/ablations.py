@@ -222,9 +222,9 @@ def ranking(rows: list[dict]) -> str:
     best = ok[0]
     text = f"{best['variant'].label} scores highest ({pts(best['test'])} % test accuracy)"
     if len(ok) > 1:
-        text += "; against it, " + ", ".join(
-            f"{r['variant'].label} {compare_runs(r['ok'], best['ok']).points()} "
-            f"({compare_runs(r['ok'], best['ok']).verdict()})" for r in ok[1:])
+        changes = [(r["variant"].label, compare_runs(r["ok"], best["ok"])) for r in ok[1:]]
+        text += "; against it, " + ", ".join(f"{label} {change.points()} ({change.verdict()})"
+                                             for label, change in changes)
     return text
 
 
@@ -762,7 +762,8 @@ def write_pages(out: Path, pages: list[tuple[Ablation, list[dict], str]], all_ab
     """Each ablation's .md, .csv and .png and the index README.md, unless they were rendered from exactly
     these runs and this code already (then nothing is touched)."""
     records = [r for _, rows, _ in pages for row in rows for r in row["runs"]]
-    key = render_key(records, [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py"])
+    key = render_key(records, [Path(__file__), *(REPO_ROOT / "common" / name for name in ("report.py", "plots.py",
+                                                                                          "stats.py"))])
     outputs = [out / f"{a.name}{suffix}" for a, _, _ in pages for suffix in (".md", ".csv", ".png")] + [out / "README.md"]
     if up_to_date(key, out / "environment.json", outputs):
         print(f"{shown(out)}/: every page is up to date with its {len(records)} runs; nothing written")

@@ -47,8 +47,8 @@ from common.stats import RULE, compare_runs
 DEFAULT_OUT = RESULTS_DIR
 FULL_SEEDS = [0, 1, 2]
 README = REPO_ROOT / "README.md"
-RENDER_CODE = [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "plots.py",
-               REPO_ROOT / "common" / "compute.py"]
+RENDER_CODE = [Path(__file__), *(REPO_ROOT / "common" / name for name in ("report.py", "plots.py", "stats.py",
+                                                                          "compute.py"))]
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 @dataclasses.dataclass(frozen=True)
 class Variant:

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"textbook {100 * textbook['test_accuracy']:.2f} % ({textbook['seconds']:.0f} s)", flush=True)
         rows.append({"seed": seed, "fast": fast["test_accuracy"], "textbook": textbook["test_accuracy"],
                      "textbook_seconds": textbook["seconds"]})
-        fast_runs.append({"seed": seed, "test_accuracy": fast["test_accuracy"]})
+        fast_runs.append(fast)
         textbook_runs.append(textbook)
     verdict = compare_runs(textbook_runs, fast_runs)
     arguments = list(sys.argv[1:] if argv is None else argv)

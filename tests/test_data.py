@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving import in_a_thread
 
 from common import fetch, idx
 from common.data import (
@@ -461,14 +462,8 @@ def mirror(tmp_path):
     served = tmp_path / "served"
     write_dataset(served, arrays)
     handler = functools.partial(_QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with in_a_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/", served, arrays
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_fetch_mirror_route_md5_checked(tmp_path, monkeypatch, official_is, mirror, capsys):

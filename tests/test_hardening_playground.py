@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+from serving import in_a_thread
 from test_hardening_models import zip_headers_claiming
 from webdriver import REPO_ROOT, Playground
 
@@ -141,12 +142,8 @@ def server():
     """The playground with stage 04's model only, on a free port, in a thread."""
     stages, problems, _ = playground.load_stages(MODELS)
     stages = [stage for stage in stages if stage.name == "04_adam"]
-    running = playground.make_server(stages, port=0)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    yield running
-    running.shutdown()
-    running.server_close()
+    with in_a_thread(playground.make_server(stages, port=0)) as running:
+        yield running
 
 
 def exchange(server, data: bytes) -> tuple[bytes, bytes]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from serving import in_a_thread
 from webdriver import REPO_ROOT, Playground
 
 from common import playground, robustness
@@ -58,12 +59,8 @@ def server():
     """The playground server with every committed stage model, on a free port, in a thread."""
     stages, problems, _ = playground.load_stages(MODELS)
     assert stages and not problems, problems
-    running = playground.make_server(stages, port=0)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    yield running
-    running.shutdown()
-    running.server_close()
+    with in_a_thread(playground.make_server(stages, port=0)) as running:
+        yield running
 
 
 def request(server, method: str, path: str, data: bytes | None = None,
