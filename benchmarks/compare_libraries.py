@@ -74,6 +74,7 @@ from harness import (
     announce_output,
     blas_threads,
     carry_over_conv,
+    carry_over_section,
     committed_libraries,
     ensure_blas_threads,
     environment_lines,
@@ -102,6 +103,8 @@ from mlp_scaling import (
     torch_step_function,
     width_ratio,
 )
+from under_load import SECTION as UNDER_LOAD_SECTION
+from under_load import render_section as render_under_load
 
 LIBRARIES = ("ours", "sklearn", "sklearn_float32", "pytorch", "pytorch_fused", "pytorch_compile")
 TORCH_CONFIGS = ("pytorch", "pytorch_fused", "pytorch_compile")
@@ -547,6 +550,8 @@ def write_results(out: Path, record: dict, markdown: str) -> str:
     ``conv_speed.py`` merged into the previous ones: its ``conv`` record and its section, rendered
     again from that record. Returns the markdown written."""
     record, markdown = carry_over_conv(out, record, markdown, render_section)
+    record, markdown = carry_over_section(out, record, markdown, render_under_load, UNDER_LOAD_SECTION,
+                                          ("under_load_ratio_vs_best_fixed", "under_load_ratio_vs_pytorch"))
     atomic_write_text(out / JSON_NAME, json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / MARKDOWN_NAME, markdown)
     return markdown

@@ -53,7 +53,7 @@ from common import blas
 from common.cli import positive_int, run_cli, writable_folder
 from common.compute import training_gflop
 from common.files import atomic_write_json, atomic_write_text
-from common.nn.architecture import Architecture, walk_layers
+from common.nn.architecture import Architecture
 from common.nn.errors import UserError
 from common.paths import RESULTS_DIR
 
@@ -111,8 +111,9 @@ def conv_gflop(spec, num_examples: int) -> float:
 
 
 def torch_model(spec):
-    """``(model, input_shape)``: ``SPEC.layers`` as an NCHW ``nn.Sequential``; ``input_shape`` is
-    ``(C, H, W)`` when the first layer is the ``reshape`` (the data is then shaped once, up front)."""
+    """``(model, input_shape)``: the stage's network (``SPEC.layers``, or a perceptron's ``SPEC.sizes``) as
+    an NCHW ``nn.Sequential``; ``input_shape`` is ``(C, H, W)`` when the first layer is the ``reshape``
+    (the data is then shaped once, up front)."""
     import torch
     from torch import nn
 
@@ -129,7 +130,7 @@ def torch_model(spec):
     activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
     modules: list[nn.Module] = []
     input_shape: tuple[int, ...] = (spec.sizes[0],)
-    for index, layer in enumerate(walk_layers(spec.sizes[0], spec.layers)):
+    for index, layer in enumerate(spec.architecture().walk):
         if layer.kind == "reshape":
             height, width, channels = layer.args
             if index == 0:
@@ -184,12 +185,15 @@ def train_ours(spec, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> di
 
 
 def train_pytorch(spec, x_np: np.ndarray, y_np: np.ndarray, epochs: int, seed: int, threads: int,
-                  channels_last: bool = False) -> dict:
-    """The same for PyTorch: one warm-up and ``epochs`` timed epochs."""
+                  channels_last: bool = False, flush_subnormals: bool = False) -> dict:
+    """The same for PyTorch: one warm-up and ``epochs`` timed epochs. ``flush_subnormals``: as
+    ``mlp_scaling.torch_adam`` does for PyTorch at its best (``torch.set_flush_denormal``)."""
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
+    if flush_subnormals:
+        torch.set_flush_denormal(True)
     torch.manual_seed(seed)
     model, input_shape = torch_model(spec)
     model.train()

@@ -333,6 +333,14 @@ def read_json_object(path: Path) -> dict:
 def carry_over_conv(out: Path, record: dict, markdown: str, render: Callable[[dict], str]) -> tuple[dict, str]:
     """For ``compare_libraries.py``, which writes ``benchmark.json`` / ``benchmark.md`` whole: keep
     the ``conv`` record of the files it replaces and its section, ``render(conv record)``, in the new markdown.
+    (:func:`carry_over_section` for ``conv``.)"""
+    return carry_over_section(out, record, markdown, render, CONV_SECTION, ("conv_ratio_vs_pytorch",))
+
+
+def carry_over_section(out: Path, record: dict, markdown: str, render: Callable[[dict], str], name: str,
+                       top_keys: Sequence[str] = ()) -> tuple[dict, str]:
+    """Keep the ``name`` record of the ``benchmark.json`` in ``out`` (and its ``top_keys``) in ``record``,
+    and its section, ``render(that record)``, in ``markdown``: for a script that writes both files whole.
 
     Never fails (a long measurement must not be lost at the last step): a record that cannot be
     read or rendered falls back to the old markdown's section, kept verbatim, with a warning.
@@ -340,19 +348,19 @@ def carry_over_conv(out: Path, record: dict, markdown: str, render: Callable[[di
     try:
         old = read_json_object(out / JSON_NAME)
     except UserError as error:
-        print(f"warning: {error}; the conv results in it are not carried over", file=sys.stderr)
+        print(f"warning: {error}; the {name} results in it are not carried over", file=sys.stderr)
         old = {}
     section = None
-    if isinstance(old.get(CONV_SECTION), dict):
-        record = {**record, "conv": old["conv"], "conv_ratio_vs_pytorch": old.get("conv_ratio_vs_pytorch")}
+    if isinstance(old.get(name), dict):
+        record = {**record, name: old[name], **{key: old.get(key) for key in top_keys}}
         try:
-            section = render(old["conv"])
+            section = render(old[name])
         except (KeyError, TypeError, ValueError, IndexError) as error:
-            print(f"warning: cannot render the conv section from {out / JSON_NAME} ({error!r}); "
+            print(f"warning: cannot render the {name} section from {out / JSON_NAME} ({error!r}); "
                   f"keeping the old one", file=sys.stderr)
     if section is None:
         try:
-            section = extract_section((out / MARKDOWN_NAME).read_text(encoding="utf-8"), CONV_SECTION)
+            section = extract_section((out / MARKDOWN_NAME).read_text(encoding="utf-8"), name)
         except (OSError, UnicodeDecodeError, UserError):
             section = None
-    return record, (replace_section(markdown, CONV_SECTION, section) if section else markdown)
+    return record, (replace_section(markdown, name, section) if section else markdown)
