@@ -56,6 +56,7 @@ from common.files import atomic_write_json, atomic_write_text
 from common.nn.architecture import Architecture
 from common.nn.errors import UserError
 from common.paths import RESULTS_DIR
+from common.torch_twin import torch_model, torch_optimizer
 
 from harness import (
     CONV_SECTION,
@@ -78,7 +79,6 @@ from harness import (
     replace_section,
     run_environment,
     run_worker,
-    torch_optimizer,
 )
 
 STAGE = "06"
@@ -108,55 +108,6 @@ def conv_gflop(spec, num_examples: int) -> float:
     """Matrix-product GFLOP of one epoch over ``num_examples``, counted as ``core_speed.py`` does
     (``common.compute``: forward, weight gradients, input gradients but the first layer's)."""
     return training_gflop(Architecture(tuple(spec.sizes), layers=tuple(spec.layers)), num_examples)
-
-
-def torch_model(spec):
-    """``(model, input_shape)``: the stage's network (``SPEC.layers``, or a perceptron's ``SPEC.sizes``) as
-    an NCHW ``nn.Sequential``; ``input_shape`` is ``(C, H, W)`` when the first layer is the ``reshape``
-    (the data is then shaped once, up front)."""
-    import torch
-    from torch import nn
-
-    class NHWCToNCHW(nn.Module):
-        """A ``reshape HxWxC`` inside the network: rows -> NHWC images -> NCHW."""
-
-        def __init__(self, shape: tuple[int, int, int]) -> None:
-            super().__init__()
-            self.shape = shape
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.reshape(len(x), *self.shape).permute(0, 3, 1, 2)
-
-    activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-    modules: list[nn.Module] = []
-    input_shape: tuple[int, ...] = (spec.sizes[0],)
-    for index, layer in enumerate(spec.architecture().walk):
-        if layer.kind == "reshape":
-            height, width, channels = layer.args
-            if index == 0:
-                input_shape = (channels, height, width)
-            else:
-                modules.append(NHWCToNCHW((height, width, channels)))
-        elif layer.kind == "conv":
-            filters, k, padding = layer.args
-            modules.append(nn.Conv2d(layer.in_shape[2], filters, k, padding=0 if padding == "valid" else (k - 1) // 2))
-        elif layer.kind == "maxpool":
-            modules.append(nn.MaxPool2d(2))  # floor on odd sizes, like ours
-        elif layer.kind == "flatten":
-            modules.append(nn.Flatten())  # C, H, W order: a permutation of ours, same sizes
-        elif layer.kind == "dense":
-            modules.append(nn.Linear(layer.in_shape[0], layer.args[0]))
-        elif layer.kind == "dropout":
-            modules.append(nn.Dropout(layer.args[0]))
-        else:
-            modules.append(activations[layer.kind]())
-    model = nn.Sequential(*modules)
-    if spec.init == "he":  # ours: std sqrt(2 / fan_in), fan_in = K*K*C_in for a conv; zero biases
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-    return model, input_shape
 
 
 # --------------------------------------------------------------------------- one round, in a worker process

@@ -174,24 +174,6 @@ def run_worker(script: str | Path, arguments: Sequence[str], threads: int | None
         return {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": elapsed}
 
 
-def torch_optimizer(model, spec):
-    """``(optimizer, description)``: PyTorch's Adam at ``spec.lr`` (AdamW on weights only, as ours, with
-    ``spec.weight_decay``), ``fused=True`` if this PyTorch runs it on the CPU, else ``foreach=True``."""
-    import torch
-
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    cls = torch.optim.AdamW if spec.weight_decay else torch.optim.Adam
-    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:  # a throwaway one-step probe: fused kernels that do not exist fail at construction or step
-        probe = torch.zeros(4, requires_grad=True)
-        probe.grad = torch.ones(4)
-        cls([probe], lr=spec.lr, fused=True).step()
-        return cls(groups, lr=spec.lr, fused=True), f"{cls.__name__}(fused=True)"
-    except (RuntimeError, ValueError, TypeError):
-        return cls(groups, lr=spec.lr, foreach=True), f"{cls.__name__}(foreach=True)"
-
-
 # --------------------------------------------------------------------------- data and figures
 
 def load_training_data(data_dir: str | None = None):

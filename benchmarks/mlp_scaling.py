@@ -42,6 +42,7 @@ import numpy as np
 
 from common import blas
 from common.cli import positive_float, positive_int, run_cli
+from common.torch_twin import torch_optimizer
 
 from core_speed import SIZES, matmul_peak, network_gflop
 from harness import (
@@ -52,7 +53,6 @@ from harness import (
     installed,
     load_training_data,
     run_worker,
-    torch_optimizer,
 )
 from profile_epoch import timed_epoch
 

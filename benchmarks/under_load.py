@@ -10,7 +10,7 @@ other programs leave free (``--threads auto``, every script's default). This ben
   and stage 06's convolutional network (a slice of ``CONV_IMAGES`` images, its time scaled to the
   60,000 images of an epoch);
 * rivals, each in its own process, rounds interleaved (every rival once per round, in turn, so that
-  a drift in the load hits all alike): ours with ``--threads auto``, ours with each fixed count
+  a drift in the load hits all alike; each round starts one rival later, so none is always first): ours with ``--threads auto``, ours with each fixed count
   1..CPUs, and PyTorch CPU with each fixed count (``torch.set_num_threads``; fused Adam with
   subnormals flushed, as ``compare_libraries.py`` runs it at its best; PyTorch has no ``auto``).
 
@@ -29,7 +29,7 @@ The JSON keys hold the worst load of each network. Writes its section into
 (between ``<!-- under_load:start -->`` and ``<!-- under_load:end -->``), like ``conv_speed.py``; a
 ``--quick`` run, or one without PyTorch, goes to ``results/local/benchmarks/``.
 
-Run: python benchmarks/under_load.py [--rounds 3] [--epochs 2] [--loads 0,1,2] [--quick]
+Run: python benchmarks/under_load.py [--rounds 3] [--epochs 2] [--mlp-epochs 6] [--loads 0,1,2] [--quick]
 """
 from __future__ import annotations
 
@@ -129,8 +129,11 @@ def run_load(load: int, args: argparse.Namespace, names: list[str]) -> list[dict
         time.sleep(0.5 if load else 0.0)
         for round_index in range(args.rounds):
             for network in args.networks:
-                for name in names:
-                    arguments = ["--worker", name, "--network", network, "--epochs", str(args.epochs),
+                # each round starts with the next rival, so that none is always first after a change of network
+                offset = round_index % len(names)
+                for name in names[offset:] + names[:offset]:
+                    epochs = args.mlp_epochs if network == "mlp" else args.epochs
+                    arguments = ["--worker", name, "--network", network, "--epochs", str(epochs),
                                  "--seed", str(args.seed + round_index)]
                     if args.images:
                         arguments += ["--images", str(args.images)]
@@ -200,7 +203,9 @@ def render_section(record: dict) -> str:
         "(`common/threads.py`: both thread counts follow the cores other programs leave free) and every "
         "fixed count; PyTorch CPU at every fixed count (`torch.set_num_threads`, fused Adam, subnormals "
         "flushed). Each rival in its own process, rounds interleaved; each process trains one untimed "
-        f"warm-up pass and {settings['epochs']} timed; median over {settings['rounds']} rounds. "
+        f"warm-up pass and then {settings.get('mlp_epochs', settings['epochs'])} timed epochs (perceptron) or "
+        f"{settings['epochs']} timed passes (conv), its figure the median of them; the table: the median over "
+        f"{settings['rounds']} rounds. "
         "Adam, batch 128, no augmentation, float32.",
         "",
     ]
@@ -270,7 +275,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 "thread counts and PyTorch.")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per load (default 3)")
     parser.add_argument("--epochs", type=positive_int, default=2,
-                        help="timed passes per process, after one warm-up pass (default 2)")
+                        help="timed passes of the conv network per process, after one warm-up pass (default 2)")
+    parser.add_argument("--mlp-epochs", type=positive_int, default=6,
+                        help="timed epochs of the perceptron per process, after one warm-up epoch (default 6: "
+                             "a quarter-second epoch needs several for a steady median)")
     parser.add_argument("--loads", type=parse_loads, default=[0, 1, 2],
                         help="numbers of competing busy processes (default 0,1,2)")
     parser.add_argument("--networks", default="mlp,conv", help="mlp, conv or both (default mlp,conv)")
@@ -289,7 +297,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.threads is not None:
         parser.error("--threads: this benchmark runs every thread count itself")
     if args.quick:
-        args.rounds, args.epochs, args.images = 1, 1, args.images or QUICK_IMAGES
+        args.rounds, args.epochs, args.mlp_epochs, args.images = 1, 1, 1, args.images or QUICK_IMAGES
         args.loads = [load for load in args.loads if load <= 1] or [0]
     return args
 
@@ -313,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not records:
         raise UserError("nothing was measured")
     record = {**summarize(records, args.loads, args.networks, names),
-              "settings": {"loads": args.loads, "rounds": args.rounds, "epochs": args.epochs, "cpus": cpus,
+              "settings": {"loads": args.loads, "rounds": args.rounds, "epochs": args.epochs,
+                           "mlp_epochs": args.mlp_epochs, "cpus": cpus,
                            "conv_images": args.images or CONV_IMAGES, "images": args.images or EPOCH_IMAGES,
                            "quick": args.quick, "networks": args.networks},
               "environment": run_environment(cpus, load_start, argv, script=__file__), "rounds": records,

@@ -30,8 +30,11 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     First, a script of one checkout must not run on another checkout's ``common`` package
     (:func:`common.paths.check_checkout`). A :class:`UserError` prints its message; a file that cannot be
     read or written (``OSError`` with a file name) names the file; running out of memory says so; Ctrl-C prints
-    ``interrupted``; a closed output pipe (``... | head -1``) ends quietly.
+    ``interrupted``; a closed output pipe (``... | head -1``) ends quietly. The threads ``--threads`` set
+    (:mod:`common.threads`) are given back as they were when ``main`` returns, however it ends.
     """
+    from common import threads  # here: common.threads imports the numeric core, which imports this module's errors
+
     try:
         check_checkout()
         code = main(argv)
@@ -56,6 +59,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        threads.stop()
     return int(code or 0)
 
 

@@ -48,7 +48,9 @@ def describe_environment(command: list[str] | None = None) -> dict:
     threads = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                  "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
                if key in os.environ}
-    return {
+    from common import threads as arithmetic_threads  # imported here: common.threads imports the numeric core
+
+    record = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
         "python": platform.python_version(),
@@ -59,3 +61,6 @@ def describe_environment(command: list[str] | None = None) -> dict:
         "thread_env": threads,
         "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
     }
+    if arithmetic_threads.describe() is not None:
+        record["threads"] = arithmetic_threads.describe()  # --threads, as the script applied it
+    return record

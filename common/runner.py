@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from tabulate import tabulate
 
-from common import blas
+from common import blas, threads
 from common import data as mnist
 from common.cli import (
     OneLineParser,
@@ -219,6 +219,7 @@ def build_parser(spec: StageSpec, description: str | None) -> argparse.ArgumentP
                         help="a tiny budget (a few seconds) for smoke tests; numbers are not meaningful"
                              + (" (this stage also swaps in a smaller network)" if {"sizes", "layers"} & set(spec.quick) else ""))
     common.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    threads.add_threads_option(common)
     implementation = common.add_mutually_exclusive_group()
     implementation.add_argument("--reference", action="store_true",
                                 help="train on the textbook's plain functions (common.nn.reference) instead of the "
@@ -350,6 +351,7 @@ def main(spec: StageSpec, argv: Sequence[str] | None = None, description: str | 
             require_matplotlib()  # before training, not after: say at once that the figures cannot be drawn
         data = load_data(args.data_dir)
         blas.configure()
+        threads.configure(args.threads)
         try:
             metrics = run_stage(stage, args.seed, data, out_dir, plots=not args.no_plots, progress=not args.quiet,
                                 book=book)

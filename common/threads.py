@@ -48,6 +48,7 @@ PERIOD = 0.25
 """Seconds between two readings of the load."""
 WINDOW = 1.0
 """The load is averaged over this many seconds (the last readings): a short burst moves nothing."""
+MAX_CHANGES_SHOWN = 8
 STAT_FILE = Path("/proc/stat")
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 _SETTERS = [f"{prefix}_set_num_threads{suffix}" for prefix in ("scipy_openblas", "openblas")
@@ -210,14 +211,15 @@ class Governor:
                 self.history.append((round(time.monotonic() - self._started, 2), wanted))
 
     def stop(self) -> None:
-        """Stop watching and give the arithmetic every core again."""
+        """Stop watching (the thread counts stay as they are)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        set_threads(self.cores)
 
 
 _governor: Governor | None = None
+_held: str | None = None
+_before: int | None = None  # the element-wise thread count before the first configure(), restored by stop()
 
 
 def configure(setting: str | int | None) -> str:
@@ -226,6 +228,14 @@ def configure(setting: str | int | None) -> str:
 
     Call once, after :func:`common.blas.configure`; a second call replaces the first.
     """
+    global _held, _before
+    if _before is None:
+        _before = parallel.THREADS
+    _held = _configure(setting)
+    return _held
+
+
+def _configure(setting: str | int | None) -> str:
     global _governor
     if _governor is not None:
         _governor.stop()
@@ -249,11 +259,24 @@ def configure(setting: str | int | None) -> str:
 
 
 def stop() -> None:
-    """Stop the watcher of ``auto``, if one runs."""
-    global _governor
+    """Stop the watcher of ``auto``, if one runs, and give back the thread counts the process started with
+    (:func:`configure` not called: nothing to do)."""
+    global _governor, _before, _held
     if _governor is not None:
         _governor.stop()
         _governor = None
+    if _before is not None:
+        set_threads(_before)
+        _before, _held = None, None
+
+
+def describe() -> str | None:
+    """What :func:`configure` set (``"auto (2 cores)"``, ``"1"``, ...) and, for ``auto``, every change it made
+    (``"auto (2 cores); 1 from 12.5 s, 2 from 40.2 s"``), for a run's record; None before it ran."""
+    made = [f"{count} from {seconds:g} s" for seconds, count in changes()[1:]]
+    if _held is None or not made:
+        return _held
+    return f"{_held}; " + ", ".join(made[:MAX_CHANGES_SHOWN]) + (", ..." if len(made) > MAX_CHANGES_SHOWN else "")
 
 
 def changes() -> list[tuple[float, int]]:

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from common import blas
+from common import blas, threads
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
@@ -705,6 +705,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "results/local/ablations/ for a part of it, results/local/quick/ablations/ with --quick)")
     parser.add_argument("--force", action="store_true", help="re-run results that are saved and unchanged")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    threads.add_threads_option(parser)
     return parser.parse_args(argv)
 
 
@@ -733,6 +734,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.out is None and not full:
         print(f"not the full study: writing to {shown(out)}/ (the committed results stay as they are)")
     blas.configure()
+    threads.configure(args.threads)
     numbers = sorted({BASE_STAGE} | {a.stage for a in chosen})
     bases = load_specs(numbers)
     planned = [(a, v, variant_spec(bases[a.stage], a, v)) for a in chosen for v in a.variants]

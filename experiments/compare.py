@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from common import blas
+from common import blas, threads
 from common import data as mnist
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.compute import training_gflop
@@ -451,6 +451,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "by default) without writing anything; exit 1 if any differs by more than --tolerance")
     parser.add_argument("--tolerance", type=float, default=VERIFY_TOLERANCE,
                         help=f"--verify: largest accepted difference in accuracy, in points (default {VERIFY_TOLERANCE})")
+    threads.add_threads_option(parser)
     return parser.parse_args(argv)
 
 
@@ -622,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--tolerance must be a number of points from 0 to 100, got {args.tolerance}")
     study = study_of(args)
     blas.configure()
+    threads.configure(args.threads)
     if args.verify:
         chosen = [] if args.no_budget or args.stages is not None else [v.key for v in DATA_BUDGET_VARIANTS]
         return verify(study, chosen, args.tolerance)

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from tabulate import tabulate
 
-from common import blas
+from common import blas, threads
 from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=LOCAL_DIR / "reference_check",
                         help="output folder (default results/local/reference_check/; the committed page: "
                              "results/reference_check)")
+    threads.add_threads_option(parser)
     return parser.parse_args(argv)
 
 
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = parse_list(args.seeds, int, "--seeds")
     data = load_data(args.data_dir)
     blas.configure()
+    threads.configure(args.threads)
     rows, fast_runs, textbook_runs = [], [], []
     for seed in seeds:
         key = args.stage + ("-quick" if args.quick else "")

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from common import blas, robustness
+from common import blas, robustness, threads
 from common.cli import OneLineParser, non_negative_int, parse_list, positive_int, run_cli, writable_folder
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
@@ -831,6 +831,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default results/ for the full run; otherwise results/local/robustness/, "
                              "or results/local/quick/ with --quick)")
+    threads.add_threads_option(parser)
     options = parser.parse_args(argv)
     options.seeds = parse_list(options.seeds, int, "--seeds") or ([0] if options.quick else list(FULL_SEEDS))
     if min(options.seeds) < 0:
@@ -890,6 +891,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     selection = parse_list(options.stages, str, "--stages")
     blas.configure()
+    threads.configure(options.threads)
     specs = load_specs(selection if selection or not options.quick else quick_selection())
     writable_folder(options.out)
     data = load_data(options.data_dir)

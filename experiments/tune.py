@@ -23,7 +23,7 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
-from common import blas
+from common import blas, threads
 from common.cli import OneLineParser, non_negative_int, parse_list, run_cli, writable_folder
 from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
@@ -73,6 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="file name of the table, without extension (default: the stage's name)")
     parser.add_argument("--force", action="store_true", help="re-train runs that are saved and unchanged")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    threads.add_threads_option(parser)
     return parser.parse_args(argv)
 
 
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.name or spec.name
     data = load_data(args.data_dir)
     blas.configure()
+    threads.configure(args.threads)
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **overrides_of(setting)))
               for setting in settings]

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from mnist_available import needs_mnist
 
+from common import torch_twin
+
 import compare_libraries
 import conv_speed
 import harness
@@ -171,7 +173,7 @@ def test_pytorch_twin_has_our_shapes_and_parameter_count(spec):
     torch = pytest.importorskip("torch")
     from common.nn.network import Network
 
-    model, input_shape = conv_speed.torch_model(spec)
+    model, input_shape = torch_twin.torch_model(spec)
     ours = Network.from_architecture(spec.architecture(), np.random.default_rng(0), spec.init)
     count = sum(p.numel() for p in model.parameters())
     assert count == spec.architecture().num_parameters == ours.num_parameters
@@ -193,8 +195,8 @@ def test_pytorch_twin_has_our_shapes_and_parameter_count(spec):
 def test_pytorch_optimizer_is_fused_when_available():
     torch = pytest.importorskip("torch")
     spec = conv_speed.load_conv_spec()
-    model, _ = conv_speed.torch_model(spec)
-    optimizer, described = harness.torch_optimizer(model, spec)
+    model, _ = torch_twin.torch_model(spec)
+    optimizer, described = torch_twin.torch_optimizer(model, spec)
     assert described in ("Adam(fused=True)", "Adam(foreach=True)")
     assert isinstance(optimizer, torch.optim.Adam)
 
