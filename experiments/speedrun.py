@@ -123,14 +123,18 @@ class Search:
     runs_dir: Path
     sources: tuple[Path, ...]
     progress: bool
-    train_images: int
+    train_size: int | None  # the spec's: None, every training image not in the validation split
     runs: dict[tuple[Recipe, int], dict] = dataclasses.field(default_factory=dict)
 
     def run(self, recipe: Recipe, seed: int) -> dict:
-        spec = recipe.spec(validation_size=VALIDATION_SIZE, train_size=self.train_images)
+        spec = recipe.spec(validation_size=VALIDATION_SIZE, train_size=self.train_size)
         record = run_or_resume(recipe.key(), spec, seed, self.data, self.runs_dir, False, self.progress, self.sources)
         self.runs[(recipe, seed)] = record
         return record
+
+    @property
+    def train_images(self) -> int:
+        return self.train_size or len(self.data.train_labels) - VALIDATION_SIZE
 
     def seconds_per_epoch(self, recipe: Recipe) -> float | None:
         """Measured training seconds per epoch of this network and batch size (median of its runs), if any."""
@@ -525,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_images = 5_000 if args.quick else None
     state = Search(data, runs_dir, sources, not args.quiet, train_images)
     table, chosen = search(recipes, state)
-    search_images = train_images or len(data.train_labels) - VALIDATION_SIZE
+    search_images = state.train_images
     if chosen is None:
         if not args.quick:
             raise UserError("no recipe of the grid reached 99.0 % on validation; see the runs in "
