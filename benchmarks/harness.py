@@ -6,7 +6,7 @@ only downwards, without a cycle (a test checks)::
 
     compare_libraries -> mlp_scaling -> profile_epoch -> conv_speed -> harness
     compare_libraries, mlp_scaling, profile_epoch -> core_speed -> harness
-    compare_libraries -> conv_speed
+    compare_libraries -> under_load -> conv_speed
 
 Where a run writes (:func:`output_folder`): ``--out DIR`` when given; otherwise ``results/local/benchmarks/``
 (git-ignored) for a ``--quick`` run or for a run that lacks a library the committed results in

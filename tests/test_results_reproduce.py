@@ -21,7 +21,8 @@ from common.runs import expected_fingerprint, read_record
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
-RUN_FOLDERS = [RESULTS / "runs", RESULTS / "ablations" / "runs", RESULTS / "tuning" / "runs"]
+RUN_FOLDERS = [RESULTS / "runs", RESULTS / "ablations" / "runs", RESULTS / "tuning" / "runs",
+               RESULTS / "speedrun" / "runs"]
 
 
 def committed_records() -> list[Path]:
@@ -91,7 +92,7 @@ def test_a_second_rendering_of_the_committed_comparison_would_write_the_same_fil
     assert len(environment.get("rendered_from", "")) == 16
 
 
-@pytest.mark.parametrize("folder", ["runs", "ablations/runs"])
+@pytest.mark.parametrize("folder", ["runs", "ablations/runs", "speedrun/runs"])
 def test_saved_runs_name_the_command_that_made_them(folder):
     for path in sorted((RESULTS / folder).rglob("seed*.json"))[:5]:
         command = json.loads(path.read_text(encoding="utf-8"))["environment"]["command"]
