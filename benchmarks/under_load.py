@@ -85,8 +85,8 @@ BUSY_LOOP = "while True:\n    pass\n"
 def worker(args: argparse.Namespace) -> int:
     """The ``--worker`` process: one rival, one network, one round; its record goes to ``--worker-result``."""
     library, setting = args.worker.split(":")
+    blas.configure()
     if library == "ours":
-        blas.configure()
         held = threads.configure(threads.threads_option(setting))
     spec = load_specs([NETWORKS[args.network]])[NETWORKS[args.network]]
     x, y, _, _ = load_training_data(args.data_dir)
@@ -306,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
+    blas.configure()
     with_torch = installed("torch")
     skipped = {} if with_torch else {"pytorch": "not installed"}
     out, why = output_folder(args.out, args.quick, skipped, committed_libraries(RESULTS_DIR / JSON_NAME, "conv"))

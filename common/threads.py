@@ -188,6 +188,7 @@ class Governor:
         """Start watching; False (and nothing started) where the load cannot be read."""
         if self.reading() is None:
             return False
+        set_threads(self.cores)  # what the watcher assumes until its first change
         self._started = time.monotonic()
         self.history.append((0.0, self.cores))
         self._thread = threading.Thread(target=self._watch, name="threads-governor", daemon=True)

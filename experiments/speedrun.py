@@ -60,6 +60,7 @@ from common.protocol import StageSpec, train_stage
 from common.report import environment_line
 from common.runner import load_data
 from common.runs import code_digest, run_or_resume
+from common.stats import RULE, difference
 
 TARGET = 0.99
 VALIDATION_SIZE = 10_000
@@ -318,8 +319,15 @@ def summary(recipe: Recipe, runs: list[dict]) -> dict:
                         f"ours / PyTorch <= {RATIO_TARGET:g}": None if ratio is None else ratio <= RATIO_TARGET}}
 
 
+def percent_below(value: float) -> str:
+    """A validation accuracy below the target, in %, with the digits it takes not to read as 99.00."""
+    text = f"{100 * value:.2f}"
+    return f"{100 * value:.3f}" if value < TARGET and text == f"{100 * TARGET:.2f}" else text
+
+
 def lessons(table: list[dict]) -> list[str]:
-    """What mattered, read off the search's own table: for each choice, the fastest qualifying recipe with each value."""
+    """What mattered, read off the search's own table: for each choice, the fastest qualifying recipe with
+    each value, or the best validation accuracy of those trained, and how many were not trained."""
     qualifying = [row for row in table if row["verdict"].startswith("qualifies")]
     lines = []
     for key, what in (("network", "network"), ("batch_size", "batch size"), ("lr", "peak learning rate"),
@@ -328,13 +336,16 @@ def lessons(table: list[dict]) -> list[str]:
         for value in dict.fromkeys(row[key] for row in table):
             rows = [row for row in qualifying if row[key] == value]
             trained = [row for row in table if row[key] == value and row["val_accuracy"] is not None]
+            skipped = sum(1 for row in table if row[key] == value and row["verdict"].startswith("not trained"))
             if rows:
                 best = min(rows, key=lambda row: row["train_seconds"])
-                parts.append(f"{value}: {best['train_seconds']:.1f} s")
+                text = f"{value}: {best['train_seconds']:.1f} s"
             elif trained:
-                parts.append(f"{value}: none qualified (best validation {100 * max(r['val_accuracy'] for r in trained):.2f} %)")
+                text = (f"{value}: none of {len(trained)} trained qualified (best validation "
+                        f"{percent_below(max(r['val_accuracy'] for r in trained))} %)")
             else:
-                parts.append(f"{value}: not trained")
+                text = f"{value}: none trained"
+            parts.append(text + (f", {skipped} not trained (predicted slower)" if skipped and trained else ""))
         lines.append(f"- **{what}** (fastest qualifying recipe with each value): {'; '.join(parts)}.")
     return lines
 
@@ -412,29 +423,44 @@ def stage_points(comparison_csv: Path) -> list[dict]:
     frame = pd.read_csv(comparison_csv, dtype={"key": str})
     frame = frame[(frame["status"] == "ok") & frame["key"].str.fullmatch(r"\d\d")]
     return [{"stage": stage, "test_accuracy": float(group["test_accuracy"].mean()),
+             "test_accuracies": [float(v) for v in group["test_accuracy"]], "seeds": [int(v) for v in group["seed"]],
              "train_gflop": float(group["train_gflop"].iloc[0]),
              "train_seconds": float(group["train_seconds"].median())}
             for stage, group in frame.groupby("stage", sort=True)]
 
 
 def compute_lines(record: dict) -> list[str]:
-    """What the speedrun teaches about compute, against the comparison's stages (if its table is there)."""
+    """What the speedrun teaches about compute: each stage against it, under the one rule (common.stats)."""
     result, stages = record["result"], record["stages"]
     if not stages:
         return []
     ours = result["ours"]
-    above = [s for s in stages if s["test_accuracy"] >= ours["test_accuracy_mean"]]
-    lines = ["What it teaches about compute (the stages from `results/comparison.csv`, mean over their seeds):", ""]
+    accuracies = [r["test_accuracy"] for r in record["test_runs"] if r["library"] == "ours"]
+    lines = ["What it teaches about compute. Each stage of the comparison (`results/comparison.csv`) against the "
+             "speedrun: its test accuracy minus the speedrun's, read under the one rule (" + RULE + "):", ""]
+    higher, lower, even = [], [], []
     for stage in stages:
+        gap = difference(stage["test_accuracies"], accuracies, stage["seeds"], ours["seeds"])
+        times = stage["train_gflop"] / result["train_gflop"]
         lines.append(f"- {stage['stage']}: {100 * stage['test_accuracy']:.2f} % with {stage['train_gflop']:,.0f} GFLOP "
-                     f"in {stage['train_seconds']:.0f} s of training"
-                     f" ({stage['train_gflop'] / result['train_gflop']:.1f}x the speedrun's GFLOP)")
-    lines += ["", f"The speedrun: {100 * ours['test_accuracy_mean']:.2f} % with {result['train_gflop']:,.0f} GFLOP in "
-                  f"{ours['train_seconds_median']:.1f} s. "
-              + (f"Only {', '.join(s['stage'] for s in above)} score{'s' * (len(above) == 1)} higher, "
-                 f"at {min(s['train_gflop'] for s in above) / result['train_gflop']:.0f}x its compute or more: the last "
-                 "tenths of a per cent cost most of the arithmetic." if above else
-                 "No stage scores higher.")]
+                     f"({times:.1f}x the speedrun's) in {stage['train_seconds']:.0f} s of training: {gap.points()}, "
+                     f"{gap.verdict()}")
+        label = f"{stage['stage']} ({times:.1f}x)"
+        if gap.distinguishable and gap.mean > 0:
+            higher.append(label)
+        elif times > 1:
+            (lower if gap.distinguishable else even).append(label)
+    summary = [f"The speedrun: {100 * ours['test_accuracy_mean']:.2f} % with {result['train_gflop']:,.0f} GFLOP in "
+               f"{ours['train_seconds_median']:.1f} s."]
+    summary.append(f"Distinguishably higher: {', '.join(higher)}." if higher else "No stage scores distinguishably higher.")
+    if lower:
+        summary.append(f"Distinguishably lower with more arithmetic: {', '.join(lower)}.")
+    if even:
+        summary.append(f"Not distinguishable with more arithmetic: {', '.join(even)}.")
+    if lower or even:
+        summary.append("What the arithmetic is spent on (filters shared over the image, against dense layers over "
+                       "every pixel) matters as much as how much of it there is.")
+    lines += ["", " ".join(summary)]
     return lines
 
 

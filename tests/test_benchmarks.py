@@ -421,3 +421,27 @@ def test_quick_runs_never_touch_the_committed_results(tmp_path):
     assert json.loads((written / "benchmark.json").read_text())["conv"]["settings"]["quick"]
     assert (written / "benchmark_scaling.png").is_file() and (written / "epoch_profile.md").is_file()
     assert "Smoke run" in (written / "benchmark.md").read_text()
+
+
+def test_readme_under_load_summary_matches_the_committed_benchmark():
+    """The README's busy-machine paragraph quotes results/benchmark.json's under-load figures, to the digit shown."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = " ".join((repo / "README.md").read_text(encoding="utf-8").split())
+    paragraph = readme.split("**On a busy machine.**", 1)[1].split("`python benchmarks/core_speed.py`", 1)[0]
+    bench = json.loads((repo / "results" / "benchmark.json").read_text(encoding="utf-8"))
+    fixed, torch = bench["under_load_ratio_vs_best_fixed"], bench["under_load_ratio_vs_pytorch"]
+    for quoted in (f"within **{fixed['mlp']:.2f}x** of the best fixed count for the perceptron",
+                   f"**{fixed['conv']:.2f}x** for stage 06's network",
+                   f"the perceptron's epoch takes **{torch['mlp']:.2f}x** PyTorch's",
+                   f"stays at **{torch['conv']:.2f}x** PyTorch's"):
+        assert quoted in paragraph, quoted
+    table = bench["under_load"]["by_network"]
+    both_cores = [max(table[net][load]["seconds_per_epoch"]["ours:2"] / table[net][load]["seconds_per_epoch"]["ours:1"]
+                      for load in ("1", "2")) for net in ("mlp", "conv")]
+    assert f"up to {both_cores[0]:.1f}x and {both_cores[1]:.1f}x as long as one" in paragraph
+    idle = table["conv"]["0"]["seconds_per_epoch"]
+    for count in ("1", "2"):  # "on one core, as on two, PyTorch's convolutions are about twice as fast as ours"
+        assert 1.6 < idle[f"ours:{count}"] / idle[f"pytorch:{count}"] < 2.5
+    assert bench["under_load"]["settings"]["loads"] == [0, 1, 2] and not bench["under_load"]["settings"]["quick"]

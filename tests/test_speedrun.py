@@ -84,8 +84,9 @@ def test_the_lessons_name_the_fastest_qualifying_recipe_per_value():
     ]
     lines = speedrun.lessons(table)
     assert lines[0] == ("- **network** (fastest qualifying recipe with each value): a: 9.0 s; "
-                        "b: none qualified (best validation 98.50 %).")
-    assert "256: not trained" in lines[1]
+                        "b: none of 1 trained qualified (best validation 98.50 %), 1 not trained (predicted slower).")
+    assert lines[1].endswith("128: 9.0 s; 256: none trained.")
+    assert speedrun.percent_below(0.98996) == "98.996" and speedrun.percent_below(0.9876) == "98.76"
 
 
 @needs_mnist
@@ -141,3 +142,15 @@ def test_the_pytorch_twin_trains_the_same_recipe():
     result = speedrun.pytorch_on_test(Recipe("c8-c16", 256, 0.005, 1), 0, None, 1, train_size=3_000)
     assert result["train_images"] == 3_000 and result["threads"] == 1
     assert 0.7 < result["test_accuracy"] <= 1.0 and result["train_seconds"] > 0
+
+
+def test_the_readme_quotes_the_committed_speedrun():
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    record = committed()
+    result, ours = record["result"], record["result"]["ours"]
+    for quoted in (f"**{result['label']}** reaches **{100 * ours['test_accuracy_mean']:.2f} ± "
+                   f"{100 * ours['test_accuracy_std']:.2f} %**",
+                   f"a median **{ours['train_seconds_median']:.1f} s** of training ({result['train_gflop']:,.0f} GFLOP)",
+                   f"PyTorch trains the same recipe in {result['pytorch']['train_seconds_median']:.1f} s",
+                   f"**{result['ratio_vs_pytorch']:.2f}x** its time"):
+        assert quoted in readme, quoted
