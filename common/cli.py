@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from common import threads
 from common.nn.errors import UserError
 from common.paths import check_checkout
 
@@ -33,8 +34,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     ``interrupted``; a closed output pipe (``... | head -1``) ends quietly. The threads ``--threads`` set
     (:mod:`common.threads`) are given back as they were when ``main`` returns, however it ends.
     """
-    from common import threads  # here: common.threads imports the numeric core, which imports this module's errors
-
     try:
         check_checkout()
         code = main(argv)

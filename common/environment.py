@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import threads as arithmetic_threads
 from common.paths import REPO_ROOT
 
 
@@ -48,8 +49,6 @@ def describe_environment(command: list[str] | None = None) -> dict:
     threads = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                  "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
                if key in os.environ}
-    from common import threads as arithmetic_threads  # imported here: common.threads imports the numeric core
-
     record = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),

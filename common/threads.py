@@ -225,7 +225,7 @@ _before: int | None = None  # the element-wise thread count before the first con
 
 def configure(setting: str | int | None) -> str:
     """Apply ``--threads`` (``None``: ``auto`` unless the shell fixed a count); returns what now holds, for
-    the record: ``"auto (2 cores)"``, ``"2"``, ``"1 (OPENBLAS_NUM_THREADS)"``.
+    the record: ``"auto (2 cores)"``, ``"2"``, ``"1 (from the shell)"``.
 
     Call once, after :func:`common.blas.configure`; a second call replaces the first.
     """

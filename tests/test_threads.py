@@ -16,6 +16,9 @@ from common import threads
 from common.cli import run_cli
 from common.nn import parallel
 
+import harness
+import under_load
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -194,3 +197,35 @@ def test_a_stage_records_its_threads_and_refuses_a_bad_count(tmp_path):
     assert finished.stderr.strip().splitlines() == [
         "error: argument --threads: expected 'auto' or a whole number >= 1, got '0' (see --help)"]
     assert "Traceback" not in finished.stderr
+
+
+def test_compare_libraries_carries_the_committed_under_load_section_over():
+    """compare_libraries.py writes benchmark.json / .md whole: the under-load record and its section stay,
+    rendered again from the record exactly as committed."""
+    from common.paths import RESULTS_DIR
+
+    committed = json.loads((RESULTS_DIR / "benchmark.json").read_text(encoding="utf-8"))
+    record, markdown = harness.carry_over_section(RESULTS_DIR, {"ratio_vs_pytorch": 0.6}, "# new\n",
+                                                  under_load.render_section, under_load.SECTION,
+                                                  ("under_load_ratio_vs_best_fixed", "under_load_ratio_vs_pytorch"))
+    assert record["under_load"] == committed["under_load"] and record["ratio_vs_pytorch"] == 0.6
+    assert record["under_load_ratio_vs_pytorch"] == committed["under_load_ratio_vs_pytorch"]
+    section = harness.extract_section((RESULTS_DIR / "benchmark.md").read_text(encoding="utf-8"), "under_load")
+    assert markdown.startswith("# new\n") and harness.extract_section(markdown, "under_load") == section
+
+
+def test_under_load_summary_picks_the_best_fixed_counts_and_the_worst_load():
+    def rounds(load: int, seconds: dict) -> list[dict]:
+        return [{"load": load, "network": "mlp", "rival": name, "seconds_per_epoch": value}
+                for name, value in seconds.items()]
+
+    names = under_load.rivals(2, with_torch=True)
+    assert names == ["ours:auto", "ours:1", "ours:2", "pytorch:1", "pytorch:2"]
+    records = (rounds(0, {"ours:auto": 1.0, "ours:1": 1.6, "ours:2": 1.0, "pytorch:1": 2.0, "pytorch:2": 1.2})
+               + rounds(1, {"ours:auto": 1.1, "ours:1": 1.0, "ours:2": 3.0, "pytorch:1": 2.2, "pytorch:2": 4.0}))
+    summary = under_load.summarize(records, [0, 1], ["mlp"], names)
+    busy = summary["by_network"]["mlp"]["1"]
+    assert busy["best_fixed"] == "ours:1" and busy["best_pytorch"] == "pytorch:1"
+    assert summary["under_load_ratio_vs_best_fixed"]["mlp"] == pytest.approx(1.1)
+    assert summary["under_load_ratio_vs_pytorch"]["mlp"] == pytest.approx(0.5)
+    assert summary["idle_ratio_vs_all_cores"]["mlp"] == pytest.approx(1.0)
