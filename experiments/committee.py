@@ -39,17 +39,13 @@ from common.cli import OneLineParser, parse_list, run_cli, writable_folder
 from common.compute import forward_multiply_adds
 from common.environment import describe_environment
 from common.files import atomic_write_json, atomic_write_text
+from common.models import COMMITTED_MODELS, MODELS_CACHE, Entry, Model, gather_models
 from common.nn.errors import UserError
 from common.paths import LOCAL_DIR, shown
 from common.protocol import scale_pixels
 from common.report import environment_line
 from common.runner import load_data
 from common.stages import load_specs
-
-# The models are found (or trained) exactly as the robustness experiment finds them: its functions, imported
-# from the repository root (the experiments are scripts, not an installed package).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.robustness import COMMITTED_MODELS, MODELS_CACHE, Model, gather_models, study_entries  # noqa: E402
 
 SEEDS = (0, 1, 2)
 TIMING_REPEATS = 3
@@ -176,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = sorted(specs)[-1]
         specs = {last: specs[last]}
     data = load_data(args.data_dir)
-    entries = [entry for entry in study_entries(specs, quick=False) if entry.variant is None]
+    entries = [Entry(spec.name, spec.name, number, spec) for number, spec in specs.items()]
     found = gather_models(entries, list(SEEDS), data, MODELS_CACHE, COMMITTED_MODELS, train=not args.no_train)
     if not found:
         raise UserError("no stage has all three models; run without --no-train to train them here")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.models import Entry, Model
 from common.nn.network import Network
 from common.runs import fingerprint
 from common.stages import load_specs
 from experiments import committee
-from experiments.robustness import Entry, Model
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results" / "committee"
@@ -39,7 +39,8 @@ def test_the_committee_answers_the_highest_mean_probability_and_counts_what_it_c
         assert round((record["committee_accuracy"] - accuracy) * len(labels)) == fixed - broken
     assert [e["index"] for e in record["errors"]] == list(np.flatnonzero(answers != labels))
     assert all(e["label"] != e["answer"] and 0 < e["probability"] <= 1 for e in record["errors"])
-    assert record["forward_multiply_adds"] == {"member": 784 * 8 + 8 * 10, "committee": 3 * (784 * 8 + 8 * 10)}
+    forward = 784 * 128 + 128 * 64 + 64 * 10  # the members' entry: stage 04's [784, 128, 64, 10]
+    assert record["forward_multiply_adds"] == {"member": forward, "committee": 3 * forward}
 
 
 def test_a_bad_stage_is_one_line():

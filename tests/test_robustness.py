@@ -23,7 +23,7 @@ import pytest
 from mnist_available import needs_mnist
 from PIL import Image
 
-from common import robustness
+from common import models, robustness
 from common.cli import run_cli
 from common.nn.architecture import Architecture
 from common.nn.errors import UserError
@@ -404,7 +404,7 @@ def test_the_clean_column_is_checked_against_the_test_accuracy_recorded_in_train
 
 @pytest.fixture
 def stand_in_training(monkeypatch) -> list[tuple[str, int, int]]:
-    """experiment.train_stage replaced by a stand-in that returns an untrained network of the spec;
+    """common.models.train_stage replaced by a stand-in that returns an untrained network of the spec;
     returns the list of (stage, shift, seed) it was asked to train."""
     calls = []
     images, labels = toy_data(50)
@@ -415,7 +415,7 @@ def stand_in_training(monkeypatch) -> list[tuple[str, int, int]]:
         return TrainedStage(spec, seed, network, [{"seconds": 0.5}], {"test": Split(images, labels)},
                             network.predict_proba(images), np.random.default_rng(0))
 
-    monkeypatch.setattr(experiment, "train_stage", untrained)
+    monkeypatch.setattr(models, "train_stage", untrained)
     return calls
 
 
@@ -509,7 +509,7 @@ def test_only_the_full_run_writes_into_results():
 
 @pytest.fixture
 def tiny_training(monkeypatch) -> list[tuple[str, int, int]]:
-    """experiment.train_stage replaced by one epoch of the (quick) spec on 600 real images."""
+    """common.models.train_stage replaced by one epoch of the (quick) spec on 600 real images."""
     calls = []
 
     def one_epoch(spec, seed, data, progress=True, book=None):
@@ -518,7 +518,7 @@ def tiny_training(monkeypatch) -> list[tuple[str, int, int]]:
         trained.spec = spec  # saved as the model of the spec asked for
         return trained
 
-    monkeypatch.setattr(experiment, "train_stage", one_epoch)
+    monkeypatch.setattr(models, "train_stage", one_epoch)
     return calls
 
 
