@@ -15,8 +15,9 @@ other programs leave free (``--threads auto``, every script's default). This ben
   subnormals flushed, as ``compare_libraries.py`` runs it at its best; PyTorch has no ``auto``).
 
 Each process trains one warm-up pass (not timed, and time for ``auto`` to read the load) and then
-``--epochs`` timed passes; the figure of a rival is the median over its rounds' timed passes. Reported
-for each network and load with competing processes:
+``--mlp-epochs`` timed epochs of the perceptron or ``--epochs`` timed passes of the conv network; a
+process's figure is the median of its passes, a rival's the median over its rounds. Reported for each
+network and load with competing processes:
 
 * ``under_load_ratio_vs_best_fixed``: ours ``auto`` / ours at the best fixed count for that load
   (target at most 1.3: ``auto`` has to find it without being told);
