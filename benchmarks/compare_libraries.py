@@ -104,6 +104,7 @@ from mlp_scaling import (
     width_ratio,
 )
 from under_load import SECTION as UNDER_LOAD_SECTION
+from under_load import TOP_KEYS as UNDER_LOAD_TOP_KEYS
 from under_load import render_section as render_under_load
 
 LIBRARIES = ("ours", "sklearn", "sklearn_float32", "pytorch", "pytorch_fused", "pytorch_compile")
@@ -551,7 +552,7 @@ def write_results(out: Path, record: dict, markdown: str) -> str:
     again from that record. Returns the markdown written."""
     record, markdown = carry_over_conv(out, record, markdown, render_section)
     record, markdown = carry_over_section(out, record, markdown, render_under_load, UNDER_LOAD_SECTION,
-                                          ("under_load_ratio_vs_best_fixed", "under_load_ratio_vs_pytorch"))
+                                          UNDER_LOAD_TOP_KEYS)
     atomic_write_text(out / JSON_NAME, json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / MARKDOWN_NAME, markdown)
     return markdown

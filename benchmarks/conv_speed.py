@@ -50,12 +50,11 @@ from typing import Sequence
 import numpy as np
 
 from common import blas
-from common.cli import positive_int, run_cli, writable_folder
+from common.cli import positive_int, run_cli
 from common.compute import training_gflop
-from common.files import atomic_write_json, atomic_write_text
+from common.files import atomic_write_json
 from common.nn.architecture import Architecture
 from common.nn.errors import UserError
-from common.paths import RESULTS_DIR
 from common.torch_twin import torch_model, torch_optimizer
 
 from harness import (
@@ -65,21 +64,17 @@ from harness import (
     Parser,
     add_run_options,
     add_worker_options,
-    announce_output,
     blas_threads,
-    committed_libraries,
     environment_lines,
-    extract_section,
     installed,
     load_average,
     load_training_data,
     markers,
-    output_folder,
-    read_json_object,
-    replace_section,
+    merge_section,
     run_environment,
     run_worker,
 )
+from harness import prepare_output as harness_prepare_output
 
 STAGE = "06"
 LIBRARIES = ("ours", "pytorch")
@@ -319,14 +314,7 @@ def render_section(conv: dict) -> str:
 
 def write_results(out: Path, conv: dict) -> None:
     """Merge ``conv`` into ``out/benchmark.json`` and its section into ``out/benchmark.md``."""
-    record = read_json_object(out / JSON_NAME)
-    record["conv"] = conv
-    record["conv_ratio_vs_pytorch"] = conv["ratio_vs_pytorch"]
-    markdown_path = out / MARKDOWN_NAME
-    existing = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
-    markdown = replace_section(existing, SECTION, render_section(conv))  # checks the markers first
-    atomic_write_json(out / JSON_NAME, record)
-    atomic_write_text(markdown_path, markdown)
+    merge_section(out, SECTION, conv, {"conv_ratio_vs_pytorch": conv["ratio_vs_pytorch"]}, render_section(conv))
 
 
 # --------------------------------------------------------------------------- command line
@@ -359,15 +347,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def prepare_output(args: argparse.Namespace, skipped: dict) -> Path:
-    """The folder this run merges into (:func:`harness.output_folder`), checked before minutes of
-    measuring, not after: writable, valid JSON, unbroken markers."""
-    out, why = output_folder(args.out, args.quick, skipped, committed_libraries(RESULTS_DIR / JSON_NAME, SECTION))
-    writable_folder(out)
-    if (out / MARKDOWN_NAME).exists():
-        extract_section((out / MARKDOWN_NAME).read_text(encoding="utf-8"), SECTION)
-    read_json_object(out / JSON_NAME)
-    announce_output(out, why)
-    return out
+    """The folder this run merges into, checked before minutes of measuring (:func:`harness.prepare_output`)."""
+    return harness_prepare_output(args.out, args.quick, skipped, SECTION)
 
 
 def run_rounds(args: argparse.Namespace, active: list[str], threads: int) -> list[dict]:

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from common.cli import OneLineParser, positive_int
+from common.cli import OneLineParser, positive_int, writable_folder
+from common.files import atomic_write_json, atomic_write_text
 from common.nn.errors import UserError
 from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 
@@ -310,6 +311,32 @@ def read_json_object(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"cannot merge into {path}: it holds a JSON {type(data).__name__}, not an object")
     return data
+
+
+def prepare_output(out: str | None, quick: bool, skipped: dict, section: str,
+                   committed_section: str | None = None) -> Path:
+    """The folder a script that merges its ``section`` writes to (:func:`output_folder`; the committed
+    libraries read from ``committed_section``, default ``section``), checked before minutes of measuring,
+    not after: writable, valid JSON, unbroken markers. Says where on stdout."""
+    folder, why = output_folder(out, quick, skipped,
+                                committed_libraries(RESULTS_DIR / JSON_NAME, committed_section or section))
+    writable_folder(folder)
+    if (folder / MARKDOWN_NAME).exists():
+        extract_section((folder / MARKDOWN_NAME).read_text(encoding="utf-8"), section)
+    read_json_object(folder / JSON_NAME)
+    announce_output(folder, why)
+    return folder
+
+
+def merge_section(out: Path, name: str, record: dict, top_keys: dict, section: str) -> None:
+    """Merge ``record`` (as key ``name``, with the ``top_keys`` beside it) into ``out/benchmark.json`` and
+    ``section`` (markers included) into ``out/benchmark.md``; everything else in both files is kept."""
+    merged = {**read_json_object(out / JSON_NAME), name: record, **top_keys}
+    markdown_path = out / MARKDOWN_NAME
+    existing = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
+    markdown = replace_section(existing, name, section)  # checks the markers first
+    atomic_write_json(out / JSON_NAME, merged)
+    atomic_write_text(markdown_path, markdown)
 
 
 def carry_over_conv(out: Path, record: dict, markdown: str, render: Callable[[dict], str]) -> tuple[dict, str]:

@@ -43,10 +43,9 @@ from pathlib import Path
 from typing import Sequence
 
 from common import blas, threads
-from common.cli import positive_int, run_cli, writable_folder
-from common.files import atomic_write_json, atomic_write_text
+from common.cli import positive_int, run_cli
+from common.files import atomic_write_json
 from common.nn.errors import UserError
-from common.paths import RESULTS_DIR
 from common.stages import load_specs
 
 from conv_speed import train_ours, train_pytorch
@@ -55,22 +54,19 @@ from harness import (
     MARKDOWN_NAME,
     Parser,
     add_run_options,
-    announce_output,
-    committed_libraries,
     environment_lines,
-    extract_section,
     installed,
     load_average,
     load_training_data,
     markers,
-    output_folder,
-    read_json_object,
-    replace_section,
+    merge_section,
+    prepare_output,
     run_environment,
     run_worker,
 )
 
 SECTION = "under_load"
+TOP_KEYS = ("under_load_ratio_vs_best_fixed", "under_load_ratio_vs_pytorch")
 NETWORKS = {"mlp": "04", "conv": "06"}
 """Each network, by the stage whose ``SPEC`` describes it (read every run, never copied here)."""
 NETWORK_LABELS = {"mlp": "[784, 128, 64, 10] perceptron (stage 04)", "conv": "convolutional network (stage 06)"}
@@ -248,15 +244,7 @@ def machine_lines(environment: dict) -> list[str]:
 
 def write_results(out: Path, record: dict) -> None:
     """Merge ``record`` into ``out/benchmark.json`` and its section into ``out/benchmark.md``."""
-    existing_record = read_json_object(out / JSON_NAME)
-    existing_record[SECTION] = record
-    existing_record["under_load_ratio_vs_best_fixed"] = record["under_load_ratio_vs_best_fixed"]
-    existing_record["under_load_ratio_vs_pytorch"] = record["under_load_ratio_vs_pytorch"]
-    markdown_path = out / MARKDOWN_NAME
-    existing = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
-    markdown = replace_section(existing, SECTION, render_section(record))
-    atomic_write_json(out / JSON_NAME, existing_record)
-    atomic_write_text(markdown_path, markdown)
+    merge_section(out, SECTION, record, {key: record[key] for key in TOP_KEYS}, render_section(record))
 
 
 # --------------------------------------------------------------------------- command line
@@ -310,12 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     blas.configure()
     with_torch = installed("torch")
     skipped = {} if with_torch else {"pytorch": "not installed"}
-    out, why = output_folder(args.out, args.quick, skipped, committed_libraries(RESULTS_DIR / JSON_NAME, "conv"))
-    writable_folder(out)
-    if (out / MARKDOWN_NAME).exists():
-        extract_section((out / MARKDOWN_NAME).read_text(encoding="utf-8"), SECTION)  # broken markers: say so now
-    read_json_object(out / JSON_NAME)
-    announce_output(out, why)
+    out = prepare_output(args.out, args.quick, skipped, SECTION, committed_section="conv")
     cpus = len(threads.usable_cpus())
     names = rivals(cpus, with_torch)
     load_start = load_average()

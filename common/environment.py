@@ -60,6 +60,7 @@ def describe_environment(command: list[str] | None = None) -> dict:
         "thread_env": threads,
         "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
     }
-    if arithmetic_threads.describe() is not None:
-        record["threads"] = arithmetic_threads.describe()  # --threads, as the script applied it
+    held = arithmetic_threads.describe()  # --threads, as the script applied it
+    if held is not None:
+        record["threads"] = held
     return record

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -51,9 +52,9 @@ WINDOW = 1.0
 MAX_CHANGES_SHOWN = 8
 STAT_FILE = Path("/proc/stat")
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-_SETTERS = [f"{prefix}_set_num_threads{suffix}" for prefix in ("scipy_openblas", "openblas")
-            for suffix in ("64_", "_64", "")]
-_GETTERS = [name.replace("_set_", "_get_") for name in _SETTERS]
+_SETTERS = tuple(f"{prefix}_set_num_threads{suffix}" for prefix in ("scipy_openblas", "openblas")
+                 for suffix in ("64_", "_64", ""))
+_GETTERS = tuple(name.replace("_set_", "_get_") for name in _SETTERS)
 
 
 def threads_option(text: str) -> str | int:
@@ -89,8 +90,10 @@ def shell_threads() -> int | None:
     return None
 
 
-def _openblas_functions(names: list[str]) -> list:
-    """The first function of ``names`` found in each OpenBLAS NumPy has loaded."""
+@functools.cache
+def _openblas_functions(names: tuple[str, ...]) -> tuple:
+    """The first function of ``names`` found in each OpenBLAS NumPy has loaded (looked up once: the
+    loaded libraries do not change while the process runs)."""
     np.ones(1)  # NumPy, and with it the BLAS, is loaded by now
     found = []
     for path in blas.loaded_openblas():
@@ -101,7 +104,7 @@ def _openblas_functions(names: list[str]) -> list:
         function = next((getattr(library, name) for name in names if hasattr(library, name)), None)
         if function is not None:
             found.append(function)
-    return found
+    return tuple(found)
 
 
 def blas_threads() -> int | None:
@@ -117,8 +120,7 @@ def set_threads(count: int) -> bool:
     parallel.THREADS = count
     setters = _openblas_functions(_SETTERS)
     for setter in setters:
-        setter.argtypes = [ctypes.c_int]
-        setter(count)
+        setter(ctypes.c_int(count))
     return bool(setters)
 
 
