@@ -161,17 +161,28 @@ def test_the_watcher_follows_the_free_cores_both_ways(monkeypatch):
 @pytest.mark.skipif(len(threads.usable_cpus()) < 2 or not threads.STAT_FILE.exists(),
                     reason="needs Linux's /proc/stat and two CPUs")
 def test_the_reading_sees_a_real_busy_process():
-    governor = threads.Governor(cores=len(threads.usable_cpus()), cpus=threads.usable_cpus())
+    """One more busy process reads as about one more busy core, beside whatever else keeps the machine busy
+    (a shared CI machine, another study): the load is read before it starts, then while it runs."""
+    cores = len(threads.usable_cpus())
+    governor = threads.Governor(cores=cores, cpus=threads.usable_cpus())
+
+    def others_over_a_second() -> float:
+        first = governor.reading()
+        time.sleep(1.0)
+        return threads.others_busy_cores(first, governor.reading())
+
+    before = others_over_a_second()
     busy = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"])
     try:
         time.sleep(0.5)  # let it start
-        first = governor.reading()
-        time.sleep(1.0)
-        others = threads.others_busy_cores(first, governor.reading())
+        others = others_over_a_second()
     finally:
         busy.kill()
         busy.wait()
-    assert 0.6 < others < 1.6, f"one busy process read as {others:.2f} cores"
+    if before < cores - 1.4:  # a core was free for it: it shows as one more
+        assert 0.6 < others - before < 1.6, f"one busy process read as {others - before:.2f} more cores"
+    else:  # the machine was full already: the reading still says so
+        assert others > cores - 1.6, f"a full machine read as {others:.2f} busy cores of {cores}"
 
 
 def test_run_cli_gives_the_threads_back_however_main_ends():
