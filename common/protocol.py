@@ -16,6 +16,7 @@ import numpy as np
 
 from common import data as mnist
 from common.environment import describe_environment
+from common.nn.affine import random_affine
 from common.nn.augment import random_shift
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
@@ -84,6 +85,9 @@ class StageSpec:
     input_dropout: float = 0.0
     hidden_dropout: float = 0.0
     shift: int = 0                  # random translations of up to this many pixels
+    affine_rotation: float = 0.0    # random rotations of up to this many degrees (then shifts are in the same warp)
+    affine_scale: float = 0.0       # random zooms by a factor between 1 - this and 1 + this
+    affine_shear: float = 0.0       # random shears of up to this many degrees
     eval_every: int = 1
     reproduces: str = ""            # which source design, if any
     published_accuracy: float | None = None  # as the source published it (a fraction)
@@ -140,6 +144,9 @@ def validate_spec(spec: StageSpec) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if not (0 <= spec.affine_rotation <= 180 and 0 <= spec.affine_scale < 1 and 0 <= spec.affine_shear < 80):
+        raise UserError(f"affine distortions need rotation 0-180 degrees, scale 0 to below 1 and shear 0 to below "
+                        f"80 degrees; got {spec.affine_rotation}, {spec.affine_scale}, {spec.affine_shear}")
     spec.architecture()  # validates sizes and dropout rates
 
 @dataclass
@@ -215,6 +222,9 @@ def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = 
     network = Network.from_architecture(spec.architecture(), init_rng, spec.init, spec.init_scale, kit)
     schedule = make_schedule(spec.schedule, spec.lr, spec.epochs, spec.warmup)
     augment = (lambda x, rng: shift(x, rng, spec.shift)) if spec.shift else None
+    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:  # one warp: rotation, zoom, shear, shift
+        augment = lambda x, rng: random_affine(x, rng, spec.affine_rotation, spec.affine_scale,  # noqa: E731
+                                               spec.affine_shear, spec.shift)
     eval_sets = {name: (split.x, split.y) for name, split in splits.items()}
     if progress:
         print(f"stage {spec.name}: {spec.architecture().describe()}, {spec.optimizer_label()}, "

@@ -7,6 +7,10 @@ stage script and of every file that decides the numbers, which is all of ``commo
 module there is covered without being listed) but the modules a saved run never executes
 (:data:`NEVER_RUN`: the textbook, for reading and for ``--reference``), and ``common/protocol.py`` (the data splits, pixel scaling and the train-and-evaluate
 steps every run goes through). The data loader is not in it: it only returns the verified bytes.
+Code that only some runs execute is left out of the others' fingerprints: a *feature* (:data:`FEATURES`,
+such as batch normalization) lives in modules named after it and in statements that name it, and a run that
+does not use it is fingerprinted without them, so adding a layer kind keeps every saved run that cannot
+execute it (``tests/test_results_reproduce.py`` traces runs of every kind to prove they never do).
 A re-run with the same fingerprint reuses the saved result, so an interrupted study resumes where
 it stopped; a changed setting or a change to that code trains again. A study may also read results
 from other folders without writing there (``sources``: a run of your own reuses the committed
@@ -46,6 +50,91 @@ and the exercises run them, and those runs are not saved here) and the tests' fi
 ``tests/test_results_reproduce.py`` traces a run of every kind to prove it; editing them keeps every
 saved result."""
 CODE_ROOT = REPO_ROOT  # where that code is read from (the tests point it at a frozen copy)
+
+
+FEATURES = {
+    "batchnorm": "batch normalization: a 'batchnorm' layer",
+    "affine": "random affine distortions: an affine_* setting above 0",
+}
+"""Parts of the core only some runs execute. Each lives in modules whose name contains the feature's word
+and, elsewhere in the core, in statements that name it (an identifier, attribute or string containing the
+word, any case): a module-level or class-level statement, a function or class, or an ``if`` / ``elif``
+clause whose test names it. A run that does not use a feature is fingerprinted without them."""
+
+
+def features_used(settings: dict) -> frozenset[str]:
+    """The :data:`FEATURES` a run with these settings (``StageSpec.settings()``) executes."""
+    used = set()
+    if any(str(layer).split()[:1] == ["batchnorm"] for layer in settings.get("layers") or ()):
+        used.add("batchnorm")
+    if any(value for key, value in settings.items() if key.startswith("affine")):
+        used.add("affine")
+    return frozenset(used)
+
+
+def _names_feature(node: ast.AST, word: str) -> bool:
+    """Whether ``node`` names the feature ``word``: an identifier, attribute, argument, import or string in
+    it contains the word (any case)."""
+    for part in ast.walk(node):
+        for text in (getattr(part, "id", None), getattr(part, "attr", None), getattr(part, "arg", None),
+                     getattr(part, "name", None), getattr(part, "asname", None),
+                     part.value if isinstance(part, ast.Constant) and isinstance(part.value, str) else None):
+            if isinstance(text, str) and word in text.lower():
+                return True
+    return False
+
+
+def feature_lines(source: str, word: str) -> set[int]:
+    """The lines of ``source`` that belong to the feature ``word`` (see :data:`FEATURES`), to leave out."""
+    lines: set[int] = set()
+
+    def span(node: ast.stmt, end: int | None = None) -> None:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        lines.update(range(first, (end or node.end_lineno) + 1))
+
+    def visit(body: list[ast.stmt], in_function: bool) -> None:
+        for node in body:
+            if isinstance(node, ast.If):
+                clause: ast.stmt | None = node
+                while isinstance(clause, ast.If):
+                    if _names_feature(clause.test, word):
+                        if clause is node and node.orelse:
+                            raise ValueError(f"line {node.lineno}: a feature's 'if' must stand alone "
+                                             "(or be an 'elif'), so that leaving it out leaves valid code")
+                        span(clause, clause.body[-1].end_lineno)
+                    else:
+                        visit(clause.body, in_function)
+                    rest = clause.orelse
+                    is_elif = len(rest) == 1 and isinstance(rest[0], ast.If) and rest[0].col_offset == clause.col_offset \
+                        and source.split("\n")[rest[0].lineno - 1].lstrip().startswith("elif")
+                    if not is_elif:
+                        visit(rest, in_function)
+                        break
+                    clause = rest[0]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if word in node.name.lower():
+                    span(node)
+                else:
+                    visit(node.body, isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or in_function)
+            elif isinstance(node, (ast.For, ast.While, ast.With, ast.Try)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []), in_function)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body, in_function)
+            elif _names_feature(node, word):
+                if in_function:
+                    raise ValueError(f"line {node.lineno}: a statement naming {word!r} inside a function runs "
+                                     "for every run; put it under an 'if' whose test names the feature")
+                span(node)
+
+    visit(ast.parse(source).body, in_function=False)
+    return lines
+
+
+def without_features(source: str, words: frozenset[str]) -> str:
+    """``source`` without the lines of the features ``words``."""
+    dropped = set().union(*(feature_lines(source, word) for word in words)) if words else set()
+    return "\n".join(line for number, line in enumerate(source.split("\n"), start=1) if number not in dropped)
 
 
 def numeric_code_files() -> list[Path]:
@@ -108,19 +197,34 @@ def is_stage_script(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def code_of(path: Path) -> str:
-    """:func:`code_tokens` of a source file (a stage script without its SPEC) as it was when this process
-    first read it: an edit during a long run cannot label a result with code it did not run."""
-    return code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
+def source_of(path: Path) -> str:
+    """A source file as it was when this process first read it: an edit during a long run cannot label a
+    result with code it did not run."""
+    return path.read_text(encoding="utf-8")
 
 
-def code_digest(cached: bool = True) -> str:
-    """A hash of the code of :func:`numeric_code_files`, with their names; ``cached=False`` reads the disk now."""
+def code_of(path: Path, skipped: frozenset[str] = frozenset(), cached: bool = True) -> str:
+    """:func:`code_tokens` of a source file (a stage script without its SPEC), without the features
+    ``skipped``; ``cached=False`` reads the disk now."""
+    source = source_of(path) if cached else path.read_text(encoding="utf-8")
+    return _code_tokens_without(source, skipped, is_stage_script(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _code_tokens_without(source: str, skipped: frozenset[str], skip_spec: bool) -> str:
+    return code_tokens(without_features(source, skipped), skip_spec=skip_spec)
+
+
+def code_digest(cached: bool = True, features: frozenset[str] = frozenset()) -> str:
+    """A hash of the code of :func:`numeric_code_files`, with their names, as a run using ``features``
+    (of :data:`FEATURES`; by default none) executes it; ``cached=False`` reads the disk now."""
+    skipped = frozenset(FEATURES) - features
     digest = hashlib.sha256()
     for path in numeric_code_files():
+        if any(word in path.stem.lower() for word in skipped):
+            continue
         digest.update(path.name.encode())
-        code = code_of(path) if cached else code_tokens(path.read_text(encoding="utf-8"), skip_spec=is_stage_script(path))
-        digest.update(code.encode())
+        digest.update(code_of(path, skipped, cached).encode())
     return digest.hexdigest()
 
 
@@ -132,9 +236,12 @@ training under another name (an ablation's copy of a stage) is recognised as the
 def fingerprint(spec: StageSpec, seed: int) -> str:
     """A hash of everything that determines a result: the settings that can change a number, the seed
     and the numeric code."""
-    numeric = {key: value for key, value in spec.settings().items() if key not in DESCRIPTIVE}
+    everything = spec.settings()
+    features = features_used(everything)
+    numeric = {key: value for key, value in everything.items()
+               if key not in DESCRIPTIVE and not (key.startswith("affine") and "affine" not in features)}
     settings = json.dumps({"settings": numeric, "seed": seed}, sort_keys=True)
-    return hashlib.sha256((settings + code_digest()).encode()).hexdigest()[:16]
+    return hashlib.sha256((settings + code_digest(features=features)).encode()).hexdigest()[:16]
 
 
 def run_path(runs_dir: Path, key: str, seed: int) -> Path:

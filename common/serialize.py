@@ -18,10 +18,15 @@ from common.nn.architecture import Architecture, LayerShape
 from common.nn.errors import UserError
 from common.nn.network import Network
 
-FORMAT = "mnist-from-scratch-network/2"
-"""Version 2 adds ``layers`` to the architecture (a network given as a list of layers, such as
-stage 06's convolutional one); version 1 files (perceptrons only, the same arrays) still load."""
-READABLE_FORMATS = ("mnist-from-scratch-network/1", FORMAT)
+FORMAT = "mnist-from-scratch-network/3"
+"""Version 3 adds batch normalization: a ``batchnorm`` layer's scale and shift as ``gamma{i}`` and
+``beta{i}`` and its running averages as ``running_mean{i}`` and ``running_var{i}``, ``i`` counting the
+layers with parameters as ``W{i}`` and ``b{i}`` do. Version 2 added ``layers`` to the architecture (a
+network given as a list of layers, such as stage 06's convolutional one); version 1 files
+(perceptrons only). Files of every version load."""
+READABLE_FORMATS = ("mnist-from-scratch-network/1", "mnist-from-scratch-network/2", FORMAT)
+RUNNING_STATS = ("running_mean", "running_var")
+"""What a batch-normalization layer keeps besides its parameters, saved beside them."""
 
 
 def save_network(path: str | os.PathLike, network: Network, metadata: dict | None = None) -> Path:
@@ -33,8 +38,8 @@ def save_network(path: str | os.PathLike, network: Network, metadata: dict | Non
     header = {"format": FORMAT, "architecture": asdict(network.architecture), "metadata": metadata or {}}
     arrays = {"header": np.array(json.dumps(header))}
     for index, layer in enumerate(network.weighted_layers()):
-        arrays[f"W{index}"] = layer.params["W"]
-        arrays[f"b{index}"] = layer.params["b"]
+        for key, value in layer_arrays(layer).items():
+            arrays[f"{key}{index}"] = value
     with atomic_open(path) as file:
         np.savez(file, **arrays)
     return path
@@ -149,8 +154,10 @@ def _read_header(archive: zipfile.ZipFile) -> tuple[dict, dict]:
     layers = described.get("layers", [])
     if not (isinstance(layers, list) and all(isinstance(layer, str) for layer in layers)):
         raise _NotAModel("its architecture's layers are not a list of layer strings")
-    if header["format"] != FORMAT and "layers" in described:
+    if header["format"] == READABLE_FORMATS[0] and "layers" in described:
         raise _NotAModel(f"its architecture has fields this suite does not know: {sorted(described)}")
+    if header["format"] != FORMAT and any(layer.split()[:1] == ["batchnorm"] for layer in layers):
+        raise _NotAModel(f"its format, {header['format']}, has no batch normalization, yet it names a 'batchnorm' layer")
     return {**described, "sizes": tuple(described["sizes"]), "layers": tuple(layers)}, metadata
 
 
@@ -175,8 +182,15 @@ def _check_size(architecture: Architecture) -> None:
                          f"{MAX_LAYER_VALUES:,} a model may")
 
 
-def _read_model(source: IO[bytes]) -> tuple[Architecture, list[tuple[np.ndarray, np.ndarray]], dict]:
-    """The architecture, ``(W, b)`` pairs and metadata in the archive ``source``, all checked."""
+def layer_arrays(layer) -> dict[str, np.ndarray]:
+    """What a model file keeps of a layer with parameters: ``W`` and ``b``, or a batch-normalization
+    layer's ``gamma`` and ``beta`` and its running averages."""
+    return {**layer.params, **{key: getattr(layer, key) for key in RUNNING_STATS if hasattr(layer, key)}}
+
+
+def _read_model(source: IO[bytes]) -> tuple[Architecture, list[dict[str, np.ndarray]], dict]:
+    """The architecture, each layer's arrays (``{"W": ..., "b": ...}``, see :func:`layer_arrays`) and
+    the metadata in the archive ``source``, all checked."""
     with zipfile.ZipFile(source) as archive:
         described, metadata = _read_header(archive)
         try:
@@ -188,12 +202,14 @@ def _read_model(source: IO[bytes]) -> tuple[Architecture, list[tuple[np.ndarray,
         _check_size(architecture)
         weights = []
         for index, shapes in enumerate(architecture.param_shapes()):
-            w_shape, b_shape = shapes["W"], shapes["b"]
-            w = _read_member(archive, f"W{index}", w_shape, "f")
-            b = _read_member(archive, f"b{index}", b_shape, "f")
-            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            if "gamma" in shapes:
+                shapes = {**shapes, **{key: shapes["gamma"] for key in RUNNING_STATS}}
+            arrays = {key: _read_member(archive, f"{key}{index}", shape, "f") for key, shape in shapes.items()}
+            if not all(np.isfinite(value).all() for value in arrays.values()):
                 raise _NotAModel(f"layer {index + 1} holds NaN or infinite weights (saved from a diverged run?)")
-            weights.append((w, b))
+            if "running_var" in arrays and (arrays["running_var"] < 0).any():
+                raise _NotAModel(f"layer {index + 1} holds a negative running variance")
+            weights.append(arrays)
     return architecture, weights, metadata
 
 
@@ -275,7 +291,8 @@ def load_network(path: str | os.PathLike) -> tuple[Network, dict]:
             raise UserError(f"{path} is not a readable model (damaged or truncated: {reason})") from None
     network = Network.from_architecture(architecture, np.random.default_rng(0), init="normal", init_scale=0.0)
     dtype = np.dtype(architecture.dtype)
-    for layer, (w, b) in zip(network.weighted_layers(), weights):
-        layer.params["W"][...] = w.astype(dtype, copy=False)
-        layer.params["b"][...] = b.astype(dtype, copy=False)
+    for layer, arrays in zip(network.weighted_layers(), weights):
+        for key, value in arrays.items():
+            target = layer.params[key] if key in layer.params else getattr(layer, key)
+            target[...] = value.astype(dtype, copy=False)
     return network, metadata

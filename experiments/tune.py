@@ -10,6 +10,7 @@ of them names (a run of your own reuses their saved runs).
 
     python experiments/tune.py --stage 02 --lr 0.1,0.2,0.5,1.0
     python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine --seeds 0,1,2
+    python experiments/tune.py --stage 07 --lr 0.001,0.003 --affine 0/0/0,10/0.1/10
 """
 from __future__ import annotations
 
@@ -43,16 +44,30 @@ def dropout_pair(text: str) -> str:
     return f"{float(parts[0]):g}/{float(parts[1]):g}"
 
 
+def affine_triple(text: str) -> str:
+    """``"10/0.1/10"`` -> the same, normalised: rotation (degrees), scale and shear (degrees) of the
+    random affine distortions; ``0/0/0`` turns them off (the stage's shifts alone)."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(part.replace(".", "", 1).isdigit() for part in parts):
+        raise ValueError(text)
+    return "/".join(f"{float(part):g}" for part in parts)
+
+
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
-                "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int}
-"""The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``."""
+                "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int,
+                "affine": affine_triple}
+"""The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``, and
+``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``."""
 
 
 def overrides_of(setting: dict) -> dict:
     """The StageSpec fields a grid setting changes (``dropout`` "0.2/0.4" -> both rates)."""
-    fields = {key: value for key, value in setting.items() if key != "dropout"}
+    fields = {key: value for key, value in setting.items() if key not in ("dropout", "affine")}
     if "dropout" in setting:
         fields["input_dropout"], fields["hidden_dropout"] = (float(x) for x in setting["dropout"].split("/"))
+    if "affine" in setting:
+        fields["affine_rotation"], fields["affine_scale"], fields["affine_shear"] = (
+            float(x) for x in setting["affine"].split("/"))
     return fields
 COMMITTED_OUT = RESULTS_DIR / "tuning"
 

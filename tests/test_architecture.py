@@ -134,7 +134,7 @@ def test_conv_network_round_trip(tmp_path):
     assert np.array_equal(loaded.predict_proba(x), network.predict_proba(x))
     with np.load(path, allow_pickle=False) as archive:
         header = json.loads(str(archive["header"]))
-    assert header["format"] == "mnist-from-scratch-network/2" and header["architecture"]["layers"] == list(SMALL)
+    assert header["format"] == "mnist-from-scratch-network/3" and header["architecture"]["layers"] == list(SMALL)
 
 
 def test_format_1_files_still_load(tmp_path):

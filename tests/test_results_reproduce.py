@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -134,3 +135,68 @@ def test_a_saved_run_never_executes_the_modules_the_fingerprint_leaves_out():
             system.setprofile(None)
     assert {"network.py", "train.py", "optimizers.py", "conv.py", "layers.py"} <= executed
     assert not executed & set(runs.NEVER_RUN), executed & set(runs.NEVER_RUN)
+
+
+def feature_bodies(source: str, word: str) -> set[int]:
+    """The lines of ``source`` that only a run using the feature ``word`` may execute: the bodies of the
+    functions and classes named after it and of the ``if`` / ``elif`` clauses whose test names it (their
+    tests run for every run, and are false for the others)."""
+    from common.runs import _names_feature
+
+    bodies: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        named = (isinstance(node, ast.If) and _names_feature(node.test, word)) or (
+            isinstance(node, (ast.FunctionDef, ast.ClassDef)) and word in node.name.lower())
+        if named:
+            bodies.update(range(node.body[0].lineno, node.body[-1].end_lineno + 1))
+    return bodies
+
+
+def test_a_run_without_a_feature_never_executes_the_code_its_fingerprint_leaves_out():
+    """The fingerprint of a run that uses no feature (common.runs.FEATURES: batch normalization, affine
+    distortions) leaves out their modules and the statements naming them, so adding them kept every saved
+    run: proved by tracing, line by line, a run of every kind the studies make without them."""
+    import dataclasses
+    import sys as system
+
+    import numpy as np
+
+    from common import runs
+    from common.data import MNIST
+    from common.protocol import train_stage
+    from common.stages import load_specs
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    data = MNIST(images[:200], rng.integers(0, 10, 200), images[200:], rng.integers(0, 10, 100))
+    specs = load_specs(["02", "05", "06"])
+    tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10), "input_dropout": 0.1, "hidden_dropout": 0.2},
+            "06": {"epochs": 1, "layers": ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "relu", "flatten",
+                                           "dense 10")}}
+    core = {str(path.resolve()): path for path in runs.numeric_code_files()}
+    executed: set[tuple[str, int]] = set()
+
+    def record(frame, event, arg):
+        if frame.f_code.co_filename not in core:
+            return None
+        if event == "line":
+            executed.add((frame.f_code.co_filename, frame.f_lineno))
+        return record
+
+    for number, spec in specs.items():
+        assert not runs.features_used(spec.settings())
+        system.settrace(record)
+        try:
+            train_stage(dataclasses.replace(spec, **tiny[number]), 0, data, progress=False)
+        finally:
+            system.settrace(None)
+    files = {Path(name).name for name, _ in executed}
+    assert {"network.py", "train.py", "optimizers.py", "conv.py", "layers.py", "protocol.py"} <= files, files
+    for word in runs.FEATURES:
+        assert not any(word in name for name in files), (word, files)
+        for name, path in core.items():
+            bodies = feature_bodies(path.read_text(encoding="utf-8"), word)
+            ran = sorted(line for file, line in executed if file == name and line in bodies)
+            assert not ran, f"{path.name} lines {ran} belong to {word!r} but ran without it"
+        assert any(runs.feature_lines(path.read_text(encoding="utf-8"), word) for path in core.values()
+                   if word not in path.stem), f"no statement outside its modules names {word!r}"

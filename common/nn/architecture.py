@@ -13,7 +13,8 @@ Two ways to describe a network, both saved as they are in a model file's header:
 
 The layer strings: ``reshape HxWxC`` (rows of pixels back into images), ``conv F KxK valid`` or
 ``same`` (F filters of K x K), ``maxpool`` (2x2, stride 2), ``flatten``, ``dense N``, ``relu``,
-``tanh``, ``sigmoid`` and ``dropout P``. A perceptron's sizes mean the same as the layer strings
+``tanh``, ``sigmoid``, ``dropout P`` and ``batchnorm`` (batch normalization of the features it
+receives: a vector's entries, or an image's channels). A perceptron's sizes mean the same as the layer strings
 :meth:`Architecture.layer_strings` spells out, so every network is built by one path. :func:`walk_layers`
 follows the shape of one example through the layers, which both checks a description and gives
 every parameter's shape; an ``Architecture`` walks its layers once and keeps the result (``walk``).
@@ -29,6 +30,7 @@ from common.nn.errors import UserError
 
 ACTIVATION_NAMES = ("relu", "tanh", "sigmoid")
 LAYER_FORMS = "reshape HxWxC, conv F KxK valid|same, maxpool, flatten, dense N, dropout P, relu, tanh, sigmoid"
+LAYER_FORMS += ", batchnorm"
 
 
 class LayerShape(NamedTuple):
@@ -54,6 +56,8 @@ def parse_layer(text: str) -> tuple[str, tuple]:
     """``"conv 32 5x5 same"`` -> ``("conv", (32, 5, "same"))``; one line of error for anything else."""
     words = text.split()
     kind, rest = (words[0], words[1:]) if words else ("", [])
+    if kind == "batchnorm" and not rest:
+        return kind, ()
     if kind in ("maxpool", "flatten", *ACTIVATION_NAMES) and not rest:
         return kind, ()
     if kind == "reshape" and len(rest) == 1:
@@ -111,6 +115,12 @@ def walk_layers(input_size: int, layers: tuple[str, ...]) -> list[LayerShape]:
                 raise UserError(f"layer {text!r} needs vectors, but gets {shape}; put 'flatten' before it")
             out = args
             param_shapes = {"W": (shape[0], args[0]), "b": (args[0],)}
+        elif kind == "batchnorm":  # one scale and shift per feature: a vector's entries, an image's channels
+            if not any(layer.param_shapes for layer in walked):
+                raise UserError(f"layer {text!r}: put batch normalization after a 'dense' or 'conv' layer, "
+                                "not before the first one")
+            out = shape
+            param_shapes = {"gamma": (shape[-1],), "beta": (shape[-1],)}
         else:  # activations and dropout keep the shape
             out = shape
         walked.append(LayerShape(kind, args, shape, out, param_shapes))
@@ -199,6 +209,8 @@ class Architecture:
                 chain = (chain or [layer.in_shape[0]]) + [layer.args[0]]
             elif layer.kind == "dropout":
                 parts.append(f"dropout {layer.args[0]:g}")
+            elif layer.kind == "batchnorm" and "batch norm" not in activations:
+                activations.append("batch norm")
             elif layer.kind in ACTIVATION_NAMES and layer.kind not in activations:
                 activations.append(layer.kind)
         if chain:

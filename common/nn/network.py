@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from common.nn.architecture import Architecture
+from common.nn.batchnorm import BatchNorm
 from common.nn.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from common.nn.init import init_weights
 from common.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
@@ -42,6 +43,7 @@ class LayerKit:
     maxpool: Callable[[], Layer]
     dropout: Callable[[float, np.random.Generator], Layer]
     activations: Mapping[str, Callable[[], Layer]]
+    batchnorm: Callable[[int, np.dtype], Layer] = BatchNorm  # features, dtype
 
 
 FAST_LAYERS = LayerKit("fast", Dense, Conv2D, MaxPool2D, Dropout, ACTIVATIONS)
@@ -59,6 +61,9 @@ def build_layers(architecture: Architecture, rng: np.random.Generator, init: str
     dtype = np.dtype(architecture.dtype)
     layers: list[Layer] = []
     for shape in architecture.walk:
+        if shape.kind == "batchnorm":
+            layers.append(kit.batchnorm(shape.out_shape[-1], dtype))
+            continue
         if shape.param_shapes:
             w_shape, (fan_out,) = shape.param_shapes["W"], shape.param_shapes["b"]
             weights = init_weights(init, math.prod(w_shape[:-1]), fan_out, rng, init_scale)
@@ -84,6 +89,8 @@ class Network:
         self.layers = layers
         self.architecture = architecture
         weighted = list(self.weighted_layers())
+        if any(getattr(layer, "batchnorm", False) for layer in layers):  # they keep gamma and beta apart
+            weighted = [layer for layer in weighted if "W" in layer.params]
         if not weighted:
             raise ValueError("a network needs at least one layer with weights")
         self._first = weighted[0]
@@ -128,6 +135,8 @@ class Network:
         its rule instead of one per layer.
         """
         arrays = [(layer, "W") for layer in weighted] + [(layer, "b") for layer in weighted]
+        if any(getattr(layer, "batchnorm", False) for layer in self.layers):  # last, with the biases: no decay
+            arrays += [(layer, key) for layer in self.layers if "gamma" in layer.params for key in ("gamma", "beta")]
         total = sum(layer.params[key].size for layer, key in arrays)
         self.flat_params = np.empty(total, dtype=self.dtype)
         self.flat_grads = np.zeros(total, dtype=self.dtype)
@@ -200,6 +209,9 @@ class Network:
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``[("0.W", W, dW), ("0.b", b, db), ("1.W", ...), ...]``: every layer's arrays, by layer
         (views of the same buffers; for gradient checks and inspection)."""
+        if any(getattr(layer, "batchnorm", False) for layer in self.layers):
+            return [(f"{index}.{key}", layer.params[key], layer.grads[key])
+                    for index, layer in enumerate(self.weighted_layers()) for key in layer.params]
         return [(f"{index}.{key}", layer.params[key], layer.grads[key])
                 for index, layer in enumerate(self.weighted_layers()) for key in ("W", "b")]
 

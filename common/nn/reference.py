@@ -205,7 +205,7 @@ def maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     return dx
 
 
-# -- batch normalization  (docs/math.md#batch-normalization); no stage uses it yet
+# -- batch normalization  (docs/math.md#batch-normalization)
 #    Features are the last axis: x (B, D), one feature per column, or images x (B, H, W, C), one
 #    feature per channel, normalised over the batch and every pixel. The formulas are written for the
 #    M rows of x.reshape(-1, D) (M = B, or B*H*W for images), and the results take x's shape again.

@@ -50,6 +50,10 @@ class Textbook:
     conv_backward: Callable = reference.conv_backward
     maxpool_forward: Callable = reference.maxpool_forward
     maxpool_backward: Callable = reference.maxpool_backward
+    batchnorm_forward: Callable = reference.batchnorm_forward
+    batchnorm_backward: Callable = reference.batchnorm_backward
+    batchnorm_inference: Callable = reference.batchnorm_inference
+    update_running_stats: Callable = reference.update_running_stats
     random_shift: Callable = reference.random_shift
     sgd_step: Callable = reference.sgd_step
     momentum_step: Callable = reference.momentum_step
@@ -159,6 +163,49 @@ class TextbookDropout(TextbookLayer):
         return dout if self._mask is None else self.book.dropout_backward(dout, self._mask)
 
 
+class TextbookBatchNorm(TextbookLayer):
+    """``book.batchnorm_forward`` / ``book.batchnorm_backward`` while training, updating the running
+    averages with ``book.update_running_stats``; ``book.batchnorm_inference`` otherwise."""
+
+    batchnorm = True
+
+    def __init__(self, num_features: int, dtype: np.dtype, book: Textbook, momentum: float = 0.1,
+                 eps: float = 1e-5) -> None:
+        super().__init__(book)
+        self.params = {"gamma": np.ones(num_features, dtype=dtype), "beta": np.zeros(num_features, dtype=dtype)}
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        self.running_mean = np.zeros(num_features, dtype=dtype)
+        self.running_var = np.ones(num_features, dtype=dtype)
+        self.momentum, self.eps = momentum, eps
+        self._cache: tuple | None = None
+        self._x: np.ndarray | None = None
+
+    def forward(self, x, training=False, keep_for_backward=False):
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if not training:
+            self._cache, self._x = None, x
+            return self.book.batchnorm_inference(x, gamma, beta, self.running_mean, self.running_var, self.eps)
+        out, self._cache = self.book.batchnorm_forward(x, gamma, beta, self.eps)
+        _, _, _, mean, var = self._cache
+        count = x.size // x.shape[-1]
+        self.book.update_running_stats(self.running_mean, self.running_var, mean, var * count / (count - 1),
+                                       self.momentum)
+        return out
+
+    def backward(self, dout):
+        if self._cache is not None:
+            dx, dgamma, dbeta = self.book.batchnorm_backward(dout, self._cache)
+        else:  # after a prediction: the running averages are constants, so each feature is scaled
+            std = np.sqrt(self.running_var + self.eps)
+            xhat = (self._x - self.running_mean) / std
+            rows = dout.reshape(-1, dout.shape[-1])
+            dgamma, dbeta = (rows * xhat.reshape(rows.shape)).sum(axis=0), rows.sum(axis=0)
+            dx = dout * self.params["gamma"] / std
+        self.grads["gamma"][...] = dgamma
+        self.grads["beta"][...] = dbeta
+        return dx
+
+
 class TextbookOptimizer:
     """An optimizer whose step is the textbook's (``book.<rule>_step``), with the same interface as
     ``common.nn.optimizers.Optimizer``: ``lr`` (schedules change it), ``weight_decay``, ``t`` and
@@ -198,6 +245,7 @@ def textbook_layers(book: Textbook) -> LayerKit:
         maxpool=lambda: TextbookMaxPool(book),
         dropout=lambda rate, rng: TextbookDropout(rate, rng, book),
         activations={name: (lambda name=name: TextbookActivation(name, book)) for name in ("relu", "tanh", "sigmoid")},
+        batchnorm=lambda features, dtype: TextbookBatchNorm(features, dtype, book),
     )
 
 
