@@ -38,8 +38,8 @@ seconds per epoch against width and batch size (ours vs PyTorch fused, own proce
 Threads: the same count for all (BLAS variables + ``torch.set_num_threads``).
 
 Writes ``results/benchmark.md``, ``results/benchmark.json`` and ``results/benchmark_scaling.png``
-(atomically), keeping the section ``conv_speed.py`` merged into them (its ``conv`` record, from
-which the section is rendered again). A ``--quick`` run, or one without a library that the
+(atomically), keeping the sections ``conv_speed.py`` merged into them (its ``conv`` and ``bn_conv``
+records, from which the sections are rendered again). A ``--quick`` run, or one without a library that the
 committed ``results/benchmark.json`` measured (not installed here), writes them to ``results/local/benchmarks/``
 instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 

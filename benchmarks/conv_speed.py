@@ -1,15 +1,21 @@
-"""Seconds per training epoch of stage 06's convolutional network: our NumPy core vs PyTorch CPU.
+"""Seconds per training epoch of a convolutional stage's network: our NumPy core vs PyTorch CPU.
 
-The network is whatever ``stages/06_conv.py`` says: its ``SPEC.layers`` (read every run, never
-copied here), batch ``SPEC.batch_size``, Adam at ``SPEC.lr`` (betas 0.9 / 0.999, eps 1e-8, both
-libraries' defaults), ``SPEC.init``; softmax cross-entropy; the 60,000 real MNIST training images
-in [0, 1], reshuffled every epoch; no augmentation and a constant rate (the stage trains with
-random shifts and a cosine schedule: the first is extra work outside the network, the second
-changes the rate's value, not the work).
+``--stage 06`` (the default) times stage 06's convolutional network; ``--stage 07`` stage 07's, the
+same network with batch normalization after each pooling and after the dense layer. The network is
+whatever ``stages/06_conv.py`` (or ``stages/07_batchnorm.py``) says: its ``SPEC.layers`` (read every
+run, never copied here), batch ``SPEC.batch_size``, Adam at ``SPEC.lr`` (betas 0.9 / 0.999, eps 1e-8,
+both libraries' defaults), ``SPEC.init``; softmax cross-entropy; the 60,000 real MNIST training
+images in [0, 1], reshuffled every epoch; no augmentation in either library's timed epochs and a
+constant rate (stage 06 trains with random shifts, stage 07 with random affine distortions, and
+both with a cosine schedule: the distortions are extra work outside the network, the schedule
+changes the rate's value, not the work). Batch normalization runs in training mode in both
+libraries: the batch's statistics, and the running averages updated every step.
 
 * ``ours``: ``Network.from_architecture(SPEC.architecture(), rng, SPEC.init)`` (NHWC layers of
   ``common/nn/conv.py``), stepped by ``common.nn.train.train_one_epoch``, the loop ``train`` runs.
-* ``pytorch``: the same layers as ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.Linear`` in PyTorch's
+* ``pytorch``: the same layers as ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.Linear`` (and
+  ``nn.BatchNorm2d`` / ``nn.BatchNorm1d``: ``common.torch_twin``; ``tests/test_torch_twin.py`` checks
+  that with our weights it computes our logits, gradients and running averages) in PyTorch's
   native NCHW layout, the same shapes and parameter count, float32, He-normal weights and zero
   biases when ``SPEC.init`` is "he" (else PyTorch's defaults), ``F.cross_entropy``,
   ``torch.optim.Adam(fused=True)`` when it runs on the CPU (else ``foreach=True``), the data as
@@ -24,19 +30,23 @@ Each library and each round runs in its own process (this script again, with an 
 rounds are interleaved (ours, PyTorch, ours, PyTorch, ...) so that load from other processes hits
 both alike. A process trains one warm-up epoch (not counted) and then ``--epochs`` timed epochs,
 each timed on its own; every round is recorded. Reported: the median over all timed epochs of
-all rounds per library, its range, and ``conv_ratio_vs_pytorch`` = ours / PyTorch (medians).
-Target: ours at most 2.0x PyTorch CPU's epoch (stretch: 1.5x).
+all rounds per library, its range, and ``conv_ratio_vs_pytorch`` (stage 07:
+``bn_conv_ratio_vs_pytorch``) = ours / PyTorch (medians). Target: ours at most 2.0x PyTorch CPU's
+epoch (stretch: 1.5x).
 
-Writes its section into ``results/benchmark.json`` (key ``conv`` and the top-level
-``conv_ratio_vs_pytorch``; other keys kept) and ``results/benchmark.md`` (between
-``<!-- conv:start -->`` and ``<!-- conv:end -->``; the rest of the file kept), atomically.
-``compare_libraries.py``, which rewrites both files whole, carries the ``conv`` record over and
-renders this section again from it (``harness.carry_over_conv``): the JSON is the source of truth.
+Writes its section into ``results/benchmark.json`` and ``results/benchmark.md``, atomically, other
+keys and the rest of the file kept: stage 06 as key ``conv`` and the top-level
+``conv_ratio_vs_pytorch``, between ``<!-- conv:start -->`` and ``<!-- conv:end -->``; stage 07 as
+key ``bn_conv`` and the top-level ``bn_conv_ratio_vs_pytorch`` and ``bn_conv_seconds_per_epoch``
+(per library), between ``<!-- bn_conv:start -->`` and ``<!-- bn_conv:end -->``. Each stage's run
+leaves the other's record and section as they are. ``compare_libraries.py``, which rewrites both
+files whole, carries both records over and renders their sections again from them
+(``harness.carry_over_conv``): the JSON is the source of truth.
 Without PyTorch installed, ours is still measured and PyTorch is reported as skipped. A ``--quick``
 run, or one without PyTorch (which the committed results include), merges into ``results/local/benchmarks/``
 instead, so the committed figures stay as they are; ``--out DIR`` chooses the folder.
 
-Run: python benchmarks/conv_speed.py [--epochs 2] [--repeats 3] [--threads N] [--out results] [--quick]
+Run: python benchmarks/conv_speed.py [--stage 06|07] [--epochs 2] [--repeats 3] [--threads N] [--out results] [--quick]
 """
 from __future__ import annotations
 
@@ -58,6 +68,7 @@ from common.nn.errors import UserError
 from common.torch_twin import torch_model, torch_optimizer
 
 from harness import (
+    BN_CONV_SECTION,
     CONV_SECTION,
     JSON_NAME,
     MARKDOWN_NAME,
@@ -76,27 +87,36 @@ from harness import (
 )
 from harness import prepare_output as harness_prepare_output
 
-STAGE = "06"
+STAGE = "06"  # the default --stage
+STAGES = ("06", "07")
 LIBRARIES = ("ours", "pytorch")
 LABELS = {"ours": "ours (NumPy core)", "pytorch": "PyTorch CPU"}
 LAYOUTS = {"ours": "NHWC, im2col + BLAS", "pytorch": "NCHW (native), oneDNN / ATen"}
 TARGET, STRETCH = 2.0, 1.5
 QUICK_TRAIN_SIZE = 2048
-SECTION = CONV_SECTION
+SECTION = CONV_SECTION  # stage 06's
+SECTIONS = {"06": CONV_SECTION, "07": BN_CONV_SECTION}  # each stage's record, section and top-level keys
+TITLES = {"06": "Convolutional network (stage 06)",
+          "07": "Convolutional network with batch normalization (stage 07)"}
 
 
 # --------------------------------------------------------------------------- the network, from SPEC
 
-def load_conv_spec():
-    """Stage 06's ``SPEC``, loaded from ``stages/`` (checked: layers, mini-batches, Adam)."""
+def load_conv_spec(stage: str = STAGE):
+    """Stage ``stage``'s ``SPEC`` (06 by default), loaded from ``stages/`` (checked: layers, mini-batches, Adam)."""
     from common.stages import load_specs
 
-    spec = load_specs([STAGE])[STAGE]
+    spec = load_specs([stage])[stage]
     if not spec.layers or spec.batch_size is None:
-        raise UserError(f"stage {STAGE} must describe its network as layers and train in mini-batches")
+        raise UserError(f"stage {stage} must describe its network as layers and train in mini-batches")
     if spec.optimizer != "adam":
-        raise UserError(f"conv_speed.py compares Adam; stage {STAGE} now uses {spec.optimizer!r}")
+        raise UserError(f"conv_speed.py compares Adam; stage {stage} now uses {spec.optimizer!r}")
     return spec
+
+
+def record_stage(conv: dict) -> str:
+    """The stage a ``conv`` / ``bn_conv`` record measured (records written before ``--stage``: 06)."""
+    return conv["settings"].get("stage", STAGE)
 
 
 def conv_gflop(spec, num_examples: int) -> float:
@@ -185,7 +205,7 @@ def _progress(library: str, epoch: int, seconds: float, loss: float) -> None:
 def worker(args: argparse.Namespace) -> int:
     """The ``--worker`` process: one library, one round; its record goes to ``--worker-result``."""
     blas.configure()
-    spec = load_conv_spec()
+    spec = load_conv_spec(args.stage)
     x, y, _, _ = load_training_data(args.data_dir)
     if args.train_size:
         x, y = x[:args.train_size], y[:args.train_size]
@@ -201,7 +221,7 @@ def worker(args: argparse.Namespace) -> int:
 def run_round(library: str, args: argparse.Namespace, seed: int, threads: int) -> dict:
     """Run one round of ``library`` in a fresh process of this script; its record, plus the process's wall time."""
     arguments = ["--worker", library, "--worker-threads", str(threads), "--epochs", str(args.epochs),
-                 "--seed", str(seed)]
+                 "--seed", str(seed), "--stage", args.stage]
     if args.train_size:
         arguments += ["--train-size", str(args.train_size)]
     if args.data_dir:
@@ -272,23 +292,36 @@ def render_section(conv: dict) -> str:
     """The markdown section, markers included, from the ``conv`` record alone (so that
     ``compare_libraries.py`` can render it again from ``benchmark.json``)."""
     settings = conv["settings"]
+    stage = record_stage(conv)
+    section = SECTIONS[stage]
     per_round = ", ".join(f"{r:.2f}" for r in conv["ratio_per_round"]) or "n/a"
     images = settings["train_images"]
     memory = (" stored channels-last (`--torch-channels-last`)"
               if settings.get("torch_memory_format") == "channels_last" else "")
-    start, end = markers(SECTION)
-    lines = [start, "## Convolutional network (stage 06): our NumPy core vs PyTorch CPU", ""]
+    if stage == "06":  # the words of the stage-06 section as it has always been written
+        augmentation, ours_layers, torch_layers, twin = "no augmentation", "`common/nn/conv.py`", \
+            "`Conv2d` / `MaxPool2d` / `Linear`", ""
+    else:
+        augmentation = ("no augmentation in either library's timed epochs (the stage trains with random "
+                        "affine distortions: work outside the network, left out of both)")
+        ours_layers = "`common/nn/conv.py` and `common/nn/batchnorm.py`"
+        torch_layers = "`Conv2d` / `MaxPool2d` / `BatchNorm2d` / `Linear` / `BatchNorm1d`"
+        twin = (" Batch normalization in training mode in both (the batch's statistics, running averages "
+                "updated every step); with our weights copied in, the PyTorch network computes our logits, "
+                "gradients and running averages (`tests/test_torch_twin.py`).")
+    start, end = markers(section)
+    lines = [start, f"## {TITLES[stage]}: our NumPy core vs PyTorch CPU", ""]
     if settings.get("quick"):
         lines += [f"**Smoke run (`--quick`, {images:,} images): not a measurement.**", ""]
     lines += [
-        f"`{settings['architecture']}` (stage {STAGE}'s `SPEC.layers`: {', '.join(settings['layers'])}), "
+        f"`{settings['architecture']}` (stage {stage}'s `SPEC.layers`: {', '.join(settings['layers'])}), "
         f"{settings['num_parameters']:,} parameters in both libraries; softmax cross-entropy; Adam "
         f"(lr {settings['lr']:g}, betas 0.9/0.999, eps 1e-08, constant rate), batch {settings['batch_size']} "
-        f"reshuffled every epoch, no augmentation, {images:,} MNIST training images in [0, 1], float32. "
-        f"Ours: NHWC layers of `common/nn/conv.py` stepped by `common.nn.train.train_one_epoch`. "
-        f"PyTorch {conv['environment'].get('torch', '')}: NCHW `Conv2d` / `MaxPool2d` / `Linear` of the "
+        f"reshuffled every epoch, {augmentation}, {images:,} MNIST training images in [0, 1], float32. "
+        f"Ours: NHWC layers of {ours_layers} stepped by `common.nn.train.train_one_epoch`. "
+        f"PyTorch {conv['environment'].get('torch', '')}: NCHW {torch_layers} of the "
         f"same shapes{memory}, `F.cross_entropy`, `{settings.get('torch_optimizer') or 'n/a'}`, the data as "
-        f"pre-made tensors indexed per batch (no `DataLoader`). {settings['threads']} thread(s) for both. "
+        f"pre-made tensors indexed per batch (no `DataLoader`).{twin} {settings['threads']} thread(s) for both. "
         f"Each library and round ran in its own process, rounds interleaved (ours, PyTorch, ours, ...): "
         f"{settings['repeats']} round(s) x {settings['epochs']} timed epoch(s), each process's first "
         f"(warm-up) epoch not counted. Seconds per epoch: median (and range) of all timed epochs; "
@@ -298,7 +331,7 @@ def render_section(conv: dict) -> str:
         library_table(conv),
         "",
         f"Ours / PyTorch within each round (medians of that round's epochs): {per_round}. Every "
-        f"epoch of every round is in `benchmark.json` under `conv.rounds`.",
+        f"epoch of every round is in `benchmark.json` under `{section}.rounds`.",
         "",
         targets_table(conv),
         "",
@@ -312,9 +345,20 @@ def render_section(conv: dict) -> str:
 
 # --------------------------------------------------------------------------- merging into the result files
 
+def top_keys(conv: dict) -> dict:
+    """The top-level keys of ``benchmark.json`` that go with the record (``harness.CONV_TOP_KEYS``, which
+    ``compare_libraries.py`` carries over with it)."""
+    stage = record_stage(conv)
+    if stage == "06":
+        return {"conv_ratio_vs_pytorch": conv["ratio_vs_pytorch"]}
+    return {"bn_conv_ratio_vs_pytorch": conv["ratio_vs_pytorch"],
+            "bn_conv_seconds_per_epoch": dict(conv["seconds_per_epoch"])}
+
+
 def write_results(out: Path, conv: dict) -> None:
-    """Merge ``conv`` into ``out/benchmark.json`` and its section into ``out/benchmark.md``."""
-    merge_section(out, SECTION, conv, {"conv_ratio_vs_pytorch": conv["ratio_vs_pytorch"]}, render_section(conv))
+    """Merge ``conv`` into ``out/benchmark.json`` (as ``conv``, or ``bn_conv`` for stage 07, with its
+    top-level keys) and its section into ``out/benchmark.md``; the other stage's are kept."""
+    merge_section(out, SECTIONS[record_stage(conv)], conv, top_keys(conv), render_section(conv))
 
 
 # --------------------------------------------------------------------------- command line
@@ -324,7 +368,10 @@ def torch_installed() -> bool:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = Parser(description="Seconds per epoch of stage 06's conv network: our NumPy core vs PyTorch CPU.")
+    parser = Parser(description="Seconds per epoch of a conv stage's network: our NumPy core vs PyTorch CPU.")
+    parser.add_argument("--stage", choices=STAGES, default=STAGE,
+                        help="06: stage 06's conv network (default); 07: stage 07's, with batch normalization "
+                             "(its own section and keys: bn_conv, bn_conv_ratio_vs_pytorch)")
     parser.add_argument("--epochs", type=positive_int, default=2,
                         help="timed epochs per round, after one warm-up epoch (default 2)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds (default 3)")
@@ -348,7 +395,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def prepare_output(args: argparse.Namespace, skipped: dict) -> Path:
     """The folder this run merges into, checked before minutes of measuring (:func:`harness.prepare_output`)."""
-    return harness_prepare_output(args.out, args.quick, skipped, SECTION)
+    return harness_prepare_output(args.out, args.quick, skipped, SECTIONS[args.stage])
 
 
 def run_rounds(args: argparse.Namespace, active: list[str], threads: int) -> list[dict]:
@@ -373,11 +420,11 @@ def run_settings(spec, args: argparse.Namespace, rounds: list[dict], threads: in
     for result in rounds:
         if result["num_parameters"] != num_parameters:
             raise UserError(f"{result['library']} has {result['num_parameters']:,} parameters, "
-                            f"stage {STAGE} {num_parameters:,}: not the same network")
+                            f"stage {args.stage} {num_parameters:,}: not the same network")
     train_images = rounds[0]["train_images"]
     torch_rounds = [r for r in rounds if r["library"] == "pytorch"]
     return {
-        "stage": STAGE, "architecture": spec.architecture().describe(), "layers": list(spec.layers),
+        "stage": args.stage, "architecture": spec.architecture().describe(), "layers": list(spec.layers),
         "num_parameters": num_parameters, "batch_size": spec.batch_size, "optimizer": spec.optimizer,
         "lr": spec.lr, "weight_decay": spec.weight_decay, "init": spec.init, "epochs": args.epochs,
         "repeats": args.repeats, "warmup_epochs": 1, "threads": threads, "train_images": train_images,
@@ -393,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     blas.configure()
-    spec = load_conv_spec()
+    spec = load_conv_spec(args.stage)
     skipped = {} if torch_installed() else {"pytorch": "not installed"}
     out = prepare_output(args, skipped)
     threads = args.threads or blas_threads()
@@ -401,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if skipped:
         print("pytorch: skipped (not installed; pip install -r benchmarks/requirements-bench.txt)", flush=True)
     active = [lib for lib in LIBRARIES if lib not in skipped]
-    print(f"stage {STAGE} {spec.architecture().describe()}: {args.epochs} timed epoch(s) after a warm-up x "
+    print(f"stage {args.stage} {spec.architecture().describe()}: {args.epochs} timed epoch(s) after a warm-up x "
           f"{args.repeats} round(s), {threads} thread(s), each in its own process: {', '.join(active)}", flush=True)
     rounds = run_rounds(args, active, threads)
     environment = run_environment(threads, load_start, argv, script=__file__, env_threads=args.threads)
@@ -410,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(out, conv)
     print()
     print(render_section(conv))
-    print(f"wrote the conv section of {out / MARKDOWN_NAME} and {out / JSON_NAME}")
+    print(f"wrote the {SECTIONS[args.stage]} section of {out / MARKDOWN_NAME} and {out / JSON_NAME}")
     return 0
 
 

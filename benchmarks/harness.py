@@ -34,7 +34,10 @@ from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 
 QUICK_DIR = LOCAL_DIR / "benchmarks"
 JSON_NAME, MARKDOWN_NAME = "benchmark.json", "benchmark.md"
-CONV_SECTION = "conv"
+CONV_SECTION = "conv"          # conv_speed.py --stage 06
+BN_CONV_SECTION = "bn_conv"    # conv_speed.py --stage 07
+CONV_TOP_KEYS = {CONV_SECTION: ("conv_ratio_vs_pytorch",),  # the top-level keys beside each record
+                 BN_CONV_SECTION: ("bn_conv_ratio_vs_pytorch", "bn_conv_seconds_per_epoch")}
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _REEXEC_MARK = "_BENCHMARK_REEXEC"
 
@@ -341,9 +344,12 @@ def merge_section(out: Path, name: str, record: dict, top_keys: dict, section: s
 
 def carry_over_conv(out: Path, record: dict, markdown: str, render: Callable[[dict], str]) -> tuple[dict, str]:
     """For ``compare_libraries.py``, which writes ``benchmark.json`` / ``benchmark.md`` whole: keep
-    the ``conv`` record of the files it replaces and its section, ``render(conv record)``, in the new markdown.
-    (:func:`carry_over_section` for ``conv``.)"""
-    return carry_over_section(out, record, markdown, render, CONV_SECTION, ("conv_ratio_vs_pytorch",))
+    the ``conv`` and ``bn_conv`` records of the files it replaces (``conv_speed.py --stage 06`` and
+    ``--stage 07``), their top-level keys, and their sections, ``render(record)``, in the new markdown.
+    (:func:`carry_over_section` for each.)"""
+    for name, top_keys in CONV_TOP_KEYS.items():
+        record, markdown = carry_over_section(out, record, markdown, render, name, top_keys)
+    return record, markdown
 
 
 def carry_over_section(out: Path, record: dict, markdown: str, render: Callable[[dict], str], name: str,

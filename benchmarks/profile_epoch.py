@@ -20,15 +20,19 @@ A second section does the same for stage 06's convolutional network, built from 
 ``SPEC.batch_size``, no augmentation): the same clocked step (``Reshape``, each ``Conv2D``,
 ``ReLU``, ``MaxPool2D``, ``Flatten``, ``Dense``, loss, optimizer, gather) over ``--conv-steps``
 real shuffled batches, three times after a few warm-up steps, the median per part scaled to an
-epoch (a conv epoch is minutes long, so it is sampled rather than run whole).
+epoch (a conv epoch is minutes long, so it is sampled rather than run whole). A third section does
+the same for stage 07's network, stage 06's with batch normalization: its ``BatchNorm`` layers get
+their forward and backward rows like every other layer (no augmentation either: the stage's random
+affine distortions are work outside the network).
 
 Writes ``results/epoch_profile.md`` unless ``--out -``: the perceptron section, then the conv
-section between ``<!-- conv:start -->`` and ``<!-- conv:end -->``. ``--only mlp`` or ``--only conv``
-measures one of them and keeps the other section of the existing file. ``--quick`` (a smoke run:
+section between ``<!-- conv:start -->`` and ``<!-- conv:end -->``, then the batch-norm one between
+``<!-- bn_conv:start -->`` and ``<!-- bn_conv:end -->``. ``--only mlp``, ``--only conv`` or ``--only bn``
+measures one of them and keeps the other sections of the existing file. ``--quick`` (a smoke run:
 one epoch, two conv steps per block) writes ``results/local/benchmarks/epoch_profile.md`` instead, so the
 committed profile stays as it is; ``--out PATH`` chooses.
 
-Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv] [--threads N] [--out results/epoch_profile.md] [--quick]
+Run: python benchmarks/profile_epoch.py [--epochs 15] [--conv-steps 40] [--only mlp|conv|bn] [--threads N] [--out results/epoch_profile.md] [--quick]
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ from common.cli import positive_int, run_cli, writable_folder
 from common.files import atomic_write_text
 from common.paths import RESULTS_DIR, shown
 
-from conv_speed import SECTION, conv_gflop, load_conv_spec
+from conv_speed import SECTIONS, conv_gflop, load_conv_spec
 from core_speed import BATCH_SIZE, SIZES, matmul_peak, network_gflop
 from harness import (
     QUICK_DIR,
@@ -64,6 +68,7 @@ PROFILE_NAME = "epoch_profile.md"
 QUICK_EPOCHS, QUICK_CONV_STEPS = 1, 2  # --quick: a smoke run, not a measurement
 CONV_BLOCKS = 3        # the conv profile's timed blocks of --conv-steps steps (median per part)
 CONV_WARMUP_STEPS = 5  # untimed steps first: buffers allocated, threads started
+CONV_STAGES = {"conv": "06", "bn": "07"}  # --only conv / bn: the stage whose network is profiled
 
 
 def timed_epoch(network, optimizer, groups, x, y, rng, batch_size: int = BATCH_SIZE,
@@ -173,8 +178,33 @@ def profile_conv(x, y, spec, steps: int, blocks: int = CONV_BLOCKS, warmup: int 
             "num_parameters": network.num_parameters}
 
 
+LAYER_KINDS = (  # the bullet per kind of layer under a conv profile's table, when the network has that kind
+    ("Conv2D", "patch-matrix (im2col) copy and the product, bias included; backward: dW and db in one product, "
+               "the k*k slice-adds of dX"),
+    ("MaxPool2D", "element-wise maxima, recording each window's winner; backward: one mask per window element"),
+    ("ReLU", "element-wise"),
+    ("Dense", "matrix products, bias"),
+    ("BatchNorm", "per-channel (images) or per-feature (vectors) batch mean and variance, normalise, scale and "
+                  "shift, running averages; backward: dgamma and dbeta as column sums, the compact dX"),
+)
+
+
+def layer_kind_lines(parts: dict[str, float], total: float) -> list[str]:
+    """One line per kind of layer in ``parts`` (``LAYER_KINDS``): its forward and backward ms per step, its share."""
+    lines = []
+    for kind, what in LAYER_KINDS:
+        names = [name for name in parts if name.endswith(f" {kind}")]
+        if not names:  # stage 06 has no BatchNorm
+            continue
+        forward = sum(parts[name] for name in names if name.startswith("forward"))
+        backward = sum(parts[name] for name in names if name.startswith("backward"))
+        lines.append(f"- {kind} layers ({what}): forward {1e3 * forward:.1f} ms + backward "
+                     f"{1e3 * backward:.1f} ms per step, {100 * (forward + backward) / total:.0f} % of the step.")
+    return lines
+
+
 def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int) -> str:
-    """The conv section of ``epoch_profile.md``, markers included."""
+    """The conv section of ``epoch_profile.md`` for ``spec``'s stage (06: ``conv``, 07: ``bn_conv``), markers included."""
     from tabulate import tabulate
 
     batch_size = spec.batch_size
@@ -186,20 +216,18 @@ def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int
     table = tabulate(rows, headers=["part of the step", "ms per step", f"s per epoch (x {per_epoch})", "share"],
                      tablefmt="github", disable_numparse=True)
 
-    def share(kind: str) -> tuple[float, float, float]:
-        forward = sum(t for n, t in parts.items() if n.startswith("forward") and n.endswith(f" {kind}"))
-        backward = sum(t for n, t in parts.items() if n.startswith("backward") and n.endswith(f" {kind}"))
-        return forward, backward, (forward + backward) / total
-
     gflop_step = conv_gflop(spec, batch_size)
-    start, end = markers(SECTION)
+    start, end = markers(SECTIONS[spec.name[:2]])
+    augmentation = "no augmentation"
+    if any(getattr(spec, f"affine_{what}", 0) for what in ("rotation", "scale", "shear")):
+        augmentation += " (the stage's random affine distortions are work outside the network: not profiled)"
     lines = [
         start,
         f"# Where a stage-{spec.name[:2]} convolutional epoch goes",
         "",
         f"`{spec.architecture().describe()}` (stage {spec.name}'s `SPEC.layers`: {', '.join(spec.layers)}), "
         f"{result['num_parameters']:,} parameters, softmax cross-entropy, Adam lr {spec.lr:g}, batch "
-        f"{batch_size}, no augmentation, real shuffled MNIST training batches. The step of `train`, "
+        f"{batch_size}, {augmentation}, real shuffled MNIST training batches. The step of `train`, "
         f"with a clock around each part, for {result['steps']} steps, {result['blocks']} times after "
         f"{CONV_WARMUP_STEPS} unclocked ones; each part's median per step, and that times {per_epoch} "
         f"steps for an epoch of {num_examples:,} images. {threads} BLAS thread(s). Generated by "
@@ -207,17 +235,7 @@ def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int
         "",
         table,
         "",
-    ]
-    for kind, what in (("Conv2D", "patch-matrix (im2col) copy and the product, bias included; backward: dW and db "
-                                  "in one product, the k*k slice-adds of dX"),
-                       ("MaxPool2D", "element-wise maxima, recording each window's winner; backward: one mask per "
-                                     "window element"),
-                       ("ReLU", "element-wise"),
-                       ("Dense", "matrix products, bias")):
-        forward, backward, fraction = share(kind)
-        lines.append(f"- {kind} layers ({what}): forward {1e3 * forward:.1f} ms + backward "
-                     f"{1e3 * backward:.1f} ms per step, {100 * fraction:.0f} % of the step.")
-    lines += [
+        *layer_kind_lines(parts, total),
         f"- Optimizer {1e3 * parts['optimizer']:.1f} ms (Adam over {result['num_parameters']:,} parameters), "
         f"loss {1e3 * parts['loss']:.2f} ms, gather {1e3 * parts['gather']:.2f} ms per step.",
         f"- Matrix-product work: {gflop_step:.2f} GFLOP per step (as `conv_speed.py` counts it), so the "
@@ -232,13 +250,16 @@ def render_conv(result: dict, spec, peak: float, threads: int, num_examples: int
     return "\n".join(lines)
 
 
-def compose(existing: str, mlp: str | None, conv: str | None) -> str:
+def compose(existing: str, mlp: str | None, conv: str | None, bn: str | None = None) -> str:
     """The whole ``epoch_profile.md``: the perceptron part (new, or the existing file's, which is
-    everything outside the conv markers) and the conv section (new, or the existing one)."""
-    conv = conv if conv is not None else extract_section(existing, SECTION)
-    if mlp is None:
-        return replace_section(existing, SECTION, conv) if conv else existing
-    return replace_section(mlp, SECTION, conv) if conv else mlp
+    everything outside the marked sections), the stage-06 conv section and the stage-07 batch-norm
+    one (each new, or the existing one; a section in neither is left out)."""
+    text = existing if mlp is None else mlp
+    for name, new in ((SECTIONS["06"], conv), (SECTIONS["07"], bn)):
+        section = new if new is not None else extract_section(existing, name)
+        if section:
+            text = replace_section(text, name, section)
+    return text
 
 
 def render(result: dict, peak: float, gflop: float, threads: int, epochs: int, x_megabytes: float) -> str:
@@ -297,10 +318,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"results/local/benchmarks/{PROFILE_NAME} with --quick)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default: data/mnist)")
     parser.add_argument("--conv-steps", type=positive_int, default=40,
-                        help="clocked steps per block of the stage-06 conv profile (3 blocks; default 40)")
-    parser.add_argument("--only", choices=("mlp", "conv"), default=None,
-                        help="profile only the perceptron or the conv network; the other section of "
-                             "the existing file is kept (default: both)")
+                        help="clocked steps per block of the conv profiles, stage 06's and stage 07's "
+                             "(3 blocks; default 40)")
+    parser.add_argument("--only", choices=("mlp", "conv", "bn"), default=None,
+                        help="profile only the perceptron, stage 06's conv network or stage 07's (with batch "
+                             "normalization); the other sections of the existing file are kept (default: all three)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_EPOCHS} epoch, {QUICK_CONV_STEPS} conv steps per block; "
                              f"writes to results/local/benchmarks/")
@@ -329,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out, why = report_path(args)
     existing = out.read_text(encoding="utf-8") if out is not None and out.exists() else ""
-    extract_section(existing, SECTION)  # broken markers: one line now, not after the measurement
+    for section in SECTIONS.values():  # broken markers: one line now, not after the measurement
+        extract_section(existing, section)
     ensure_blas_threads(args.threads)
     blas.configure()
     if out is not None:
@@ -337,14 +360,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     x, y, _, _ = load_training_data(args.data_dir)
     peak = matmul_peak(repeats=3)["gflops"]
-    mlp = conv = None
-    if args.only != "conv":
+    mlp = None
+    convs: dict[str, str | None] = {"conv": None, "bn": None}
+    if args.only in (None, "mlp"):
         result = profile(x, y, args.epochs)
         mlp = render(result, peak, network_gflop(SIZES, len(x)), blas_threads(), args.epochs, x.nbytes / 1e6)
-    if args.only != "mlp":
-        spec = load_conv_spec()
-        conv = render_conv(profile_conv(x, y, spec, args.conv_steps), spec, peak, blas_threads(), len(x))
-    report = compose(existing, mlp, conv)
+    for which, stage in CONV_STAGES.items():
+        if args.only in (None, which):
+            spec = load_conv_spec(stage)
+            convs[which] = render_conv(profile_conv(x, y, spec, args.conv_steps), spec, peak, blas_threads(), len(x))
+    report = compose(existing, mlp, convs["conv"], convs["bn"])
     print(report)
     if out is not None:
         atomic_write_text(out, report)

@@ -9,7 +9,7 @@ work, and the count is what the benchmarks divide by a measured time to get GFLO
   every weighted layer but the first (nothing needs the gradient of the pixels);
 * 2 FLOPs per multiply-add.
 
-Biases, activations, pooling, the softmax and the optimizer's update are left out (each is a few
+Biases, activations, pooling, batch normalization, the softmax and the optimizer's update are left out (each is a few
 operations per value against hundreds per weight in a product).
 """
 from __future__ import annotations

@@ -318,6 +318,22 @@ def plot_confusion_matrix(matrix: np.ndarray, path: PathLike,
 # --------------------------------------------------------------------------------------------
 
 
+def plot_augmentation(originals: np.ndarray, distorted: np.ndarray, path: PathLike, title: str) -> Path:
+    """Each of ``originals (N, 784)`` in the first column, then its distortions ``distorted (N, K, 784)``,
+    one row per digit, and save it as a PNG. Returns the path written."""
+    rows, columns = distorted.shape[0], distorted.shape[1] + 1
+    fig, axes = subplots(rows, columns, figsize=(columns * 1.2, rows * 1.25 + 0.6), layout="constrained",
+                         squeeze=False)
+    for row in range(rows):
+        for column in range(columns):
+            show_digit(axes[row, column], originals[row] if column == 0 else distorted[row, column - 1])
+    axes[0, 0].set_title("as it is", fontsize=9)
+    for column in range(1, columns):
+        axes[0, column].set_title(f"draw {column}", fontsize=9)
+    fig.suptitle(title, fontsize=12)
+    return save_figure(fig, path)
+
+
 def plot_misclassified(images: np.ndarray, true_labels: np.ndarray, predicted_labels: np.ndarray,
                        confidences: np.ndarray | None, path: PathLike, max_images: int = 25,
                        title: str = "Misclassified test digits") -> Path:

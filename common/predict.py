@@ -7,8 +7,8 @@ Command line::
 
 prints ``predicted: D`` as the first line, then the three most likely classes with their
 probabilities. ``--show-input`` saves the 28 x 28 image exactly as the network sees it. Without
-``--model`` the newest trained stage is used: the first of ``results/stages/06_conv/model.npz``,
-``05_regularized/model.npz`` and ``04_adam/model.npz`` that exists.
+``--model`` the newest trained stage is used: the first of ``results/stages/07_batchnorm/model.npz``,
+``06_conv/model.npz``, ``05_regularized/model.npz`` and ``04_adam/model.npz`` that exists.
 
 Why preprocessing matters: a network trained on MNIST has only ever seen digits prepared one
 way (LeCun et al., 1998): white ink on black, the digit scaled with anti-aliasing so that its
@@ -53,6 +53,7 @@ from common.paths import RESULTS_DIR, shown
 from common.protocol import PIXEL_SCALES, scale_pixels
 
 DEFAULT_MODELS = (
+    RESULTS_DIR / "stages" / "07_batchnorm" / "model.npz",
     RESULTS_DIR / "stages" / "06_conv" / "model.npz",
     RESULTS_DIR / "stages" / "05_regularized" / "model.npz",
     RESULTS_DIR / "stages" / "04_adam" / "model.npz",
@@ -276,12 +277,13 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- model and CLI
 
 def default_model() -> Path:
-    """The first of ``results/stages/06_conv``, ``05_regularized`` and ``04_adam``'s ``model.npz`` that exists."""
+    """The first of ``results/stages/07_batchnorm``, ``06_conv``, ``05_regularized`` and ``04_adam``'s ``model.npz``
+    that exists."""
     for candidate in DEFAULT_MODELS:
         if candidate.is_file():
             return candidate
     raise UserError(f"no trained model found (none of {', '.join(shown(path) for path in DEFAULT_MODELS)} "
-                    f"exists); train one with `python stages/06_conv.py` (or 05_regularized.py, 04_adam.py) "
+                    f"exists); train one with `python stages/07_batchnorm.py` (or 06_conv.py, 05_regularized.py, 04_adam.py) "
                     f"or pass --model PATH")
 
 
@@ -330,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             description="Predict the digit in your own image (PNG or JPEG) with a trained network.")
     parser.add_argument("image", help="the image file: a digit, dark on light or light on dark, any size")
     parser.add_argument("--model", default=None,
-                        help="a model.npz saved by a stage (default: the first of results/stages/06_conv, "
-                             "05_regularized and 04_adam's model.npz that exists)")
+                        help="a model.npz saved by a stage (default: the first of results/stages/07_batchnorm, "
+                             "06_conv, 05_regularized and 04_adam's model.npz that exists)")
     parser.add_argument("--show-input", metavar="PATH", default=None,
                         help="save a PNG of the 28x28 input as the network sees it")
     args = parser.parse_args(argv)

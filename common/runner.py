@@ -35,6 +35,7 @@ from common.cli import (
 )
 from common.exercises import load_learner_book
 from common.files import STALE_SECONDS, atomic_write_json, atomic_write_text
+from common.nn.affine import random_affine
 from common.nn.conv import Conv2D
 from common.nn.errors import DivergenceError, UserError
 from common.nn.init import INITIALIZERS
@@ -174,6 +175,15 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
     figures.plot_prediction_example(test.x[index], int(test.y[index]), int(predicted[index]),
                                     probabilities[index], out_dir / "example_prediction.png",
                                     title=f"{spec.name}: random test image #{index}")
+    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+        train = trained.splits["train"].x
+        chosen = trained.figure_rng.choice(len(train), size=6, replace=False)
+        draws = np.stack([random_affine(train[chosen], trained.figure_rng, spec.affine_rotation, spec.affine_scale,
+                                        spec.affine_shear, spec.shift) for _ in range(6)], axis=1)
+        figures.plot_augmentation(train[chosen], draws, out_dir / "augmentation.png",
+                                  f"{spec.name}: training digits, distorted anew every epoch\n(rotation "
+                                  f"up to {spec.affine_rotation:g}°, scale 1 ± {spec.affine_scale:g}, shear up to "
+                                  f"{spec.affine_shear:g}°, shift up to {spec.shift} px)")
     first = next(trained.network.weighted_layers())
     if isinstance(first, Conv2D):
         figures.plot_conv_filters(first.params["W"], out_dir / "filters.png",

@@ -1,9 +1,17 @@
 """The PyTorch twin of a stage's network: the same layers, shapes, initialisation and optimizer, for the
 side-by-side timings (``benchmarks/``) and the speedrun's PyTorch row (``experiments/speedrun.py``).
 
+A ``batchnorm`` layer is ``nn.BatchNorm2d(C)`` on images (the twin's images are NCHW, so it normalises
+per channel, as ours does on NHWC ones) and ``nn.BatchNorm1d(D)`` on vectors, with our momentum (0.1,
+the new batch's weight) and eps (1e-5), which are PyTorch's defaults too; gamma and beta start at 1 and
+0 in both, and both keep the unbiased batch variance in the running average.
+
 PyTorch is not a requirement of the suite: it is imported only when a function here is called.
 """
 from __future__ import annotations
+
+from common.nn.batchnorm import EPS as BATCHNORM_EPS
+from common.nn.batchnorm import MOMENTUM as BATCHNORM_MOMENTUM
 
 
 def torch_model(spec):
@@ -44,6 +52,10 @@ def torch_model(spec):
             modules.append(nn.Linear(layer.in_shape[0], layer.args[0]))
         elif layer.kind == "dropout":
             modules.append(nn.Dropout(layer.args[0]))
+        elif layer.kind == "batchnorm":  # ours: per channel of (B, H, W, C) images, per feature of (B, D)
+            features = layer.in_shape[-1]  # the images are NCHW here, so BatchNorm2d's channels are dim 1
+            batchnorm = nn.BatchNorm2d if len(layer.in_shape) == 3 else nn.BatchNorm1d
+            modules.append(batchnorm(features, eps=BATCHNORM_EPS, momentum=BATCHNORM_MOMENTUM))
         else:
             modules.append(activations[layer.kind]())
     model = nn.Sequential(*modules)

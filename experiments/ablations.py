@@ -1,6 +1,6 @@
-"""Ablations: vary one idea at a time, everything else fixed (around stage 04, and stage 05's ideas).
+"""Ablations: vary one idea at a time, everything else fixed (around stage 04, and stage 05's and 07's ideas).
 
-    python experiments/ablations.py                          # all six, seeds 0,1,2
+    python experiments/ablations.py                          # all seven, seeds 0,1,2
     python experiments/ablations.py --only optimizer,init --seeds 0
     python experiments/ablations.py --quick --out /tmp/abl   # tiny budgets, for tests
 
@@ -11,7 +11,8 @@ that stage's learning-rate schedule, batch 128) with a SHORT fixed budget of 10 
 deeper network of the init ablation), a third of stage 04's 30 epochs, so their numbers are below
 stage 04's, and a ranking at this budget need not hold after much longer training. The sixth,
 ``regularization``, starts from stage 05 at its own budget and changes one of its ideas at a time; it takes most of the
-study's time (each stage-05 run takes minutes). Every variant is trained with each seed on the same
+study's time (each stage-05 run takes minutes). The seventh, ``normalization``, removes stage 07's
+batch normalization, its affine distortions, or both, at stage 07's own budget. Every variant is trained with each seed on the same
 data (all 60,000 training images unless the ablation varies that) and judged on the official
 10,000-image test set. Nothing here was chosen by looking at test accuracy: the learning rates are
 common defaults, not tuned. If the numeric code changes on disk while a study runs, it stops
@@ -29,6 +30,8 @@ The ablations (names for --only):
                   (docs/math.md#batch-size-and-learning-rate)
   regularization  stage 05 as it is; width back to 128-64; with dropout 0.2/0.4 (stage 05 has none: validation
                   chose so); no shifts; no weight decay; no warm-up; neither shifts nor weight decay
+  normalization   stage 07 as it is; without batch normalization; shifts only, without the affine
+                  distortions; neither
 
 Each (variant, seed) result is saved under ``<out>/runs/ablation-<name>-<variant>/`` as soon as it
 finishes (atomically, via ``common.runs.run_or_resume``) with a fingerprint of its
@@ -94,6 +97,7 @@ FULL_BUDGETS = (1000, 5000, 20000, None)    # None: all 60,000
 CHANCE = 0.10
 SCALE_BATCH = 128               # the batch size whose learning rate the scaled series keeps
 REGULARIZATION_STAGE = "05"
+NORMALIZATION_STAGE = "07"
 
 
 # -- the ablations -------------------------------------------------------------------------------
@@ -146,7 +150,10 @@ def optimizer_text(spec: StageSpec) -> str:
 
 def describe_fixed(spec: StageSpec, varies: frozenset) -> str:
     """The settings an ablation holds fixed, read off one of its specs (so it never goes stale)."""
-    parts = ["-".join(str(n) for n in spec.sizes) + ("" if "activation" in varies else f" {NICE[spec.activation]}")]
+    if spec.layers:
+        parts = ["the network per variant" if "layers" in varies else spec.architecture().describe()]
+    else:
+        parts = ["-".join(str(n) for n in spec.sizes) + ("" if "activation" in varies else f" {NICE[spec.activation]}")]
     if "init" not in varies:
         parts.append(f"{NICE[spec.init]} init" + (f" (scale {spec.init_scale:g})" if spec.init_scale is not None else ""))
     if "optimizer" in varies:
@@ -160,6 +167,8 @@ def describe_fixed(spec: StageSpec, varies: frozenset) -> str:
             parts.append(f"dropout {spec.input_dropout:g}/{spec.hidden_dropout:g}")
     if spec.shift and "shift" not in varies:
         parts.append(f"random shifts of up to {spec.shift} px")
+    if "affine_rotation" not in varies and (spec.affine_rotation or spec.affine_scale or spec.affine_shear):
+        parts.append(affine_text(spec))
     if spec.weight_decay and "weight_decay" not in varies:
         parts.append(f"weight decay {spec.weight_decay:g}")
     if spec.warmup and "warmup" not in varies:
@@ -172,6 +181,12 @@ def describe_fixed(spec: StageSpec, varies: frozenset) -> str:
         n = train_size_of(spec)
         parts.append(f"all {n:,} training images" if spec.train_size is None else f"{n:,} training images")
     return ", ".join(parts)
+
+
+def affine_text(spec: StageSpec) -> str:
+    """E.g. "affine distortions (rotation up to 10 deg, scale 1 +- 0.1, shear up to 10 deg)"."""
+    return (f"affine distortions (rotation up to {spec.affine_rotation:g} deg, scale 1 +- {spec.affine_scale:g}, "
+            f"shear up to {spec.affine_shear:g} deg)")
 
 
 # -- readings: computed from the numbers, never typed ----------------------------------------
@@ -378,8 +393,25 @@ def budget_variants(sizes: Sequence[int | None], epochs: int, batch: int, full_s
     return tuple(variants)
 
 
+def read_normalization(rows: list[dict], ablation: Ablation) -> str:
+    """What batch normalization and the affine distortions each buy stage 07, under the one rule."""
+    by_name = {r["variant"].name: r for r in rows}
+    full = by_name.get("all")
+    if not full or not full["ok"]:
+        return "Stage 07 as it is did not run, so nothing can be compared" + failed_clause(rows) + "."
+    costs = []
+    for row in rows:
+        if row is full or not row["ok"]:
+            continue
+        change = compare_runs(row["ok"], full["ok"])
+        costs.append(f"{row['variant'].label} {pts(row['test'])} % ({change.points()}, {change.verdict()})")
+    text = (f"Stage 07 as it is reaches {pts(full['test'])} % test accuracy (train {pts(full['train'])} %); "
+            "taking its ideas away: " + "; ".join(costs))
+    return text + failed_clause(rows) + "."
+
+
 def build_ablations(quick: bool) -> list[Ablation]:
-    """The five ablations; ``quick`` shrinks every budget to a smoke test."""
+    """The seven ablations; ``quick`` shrinks every budget to a smoke test."""
     epochs = QUICK["epochs"] if quick else BASE_EPOCHS
     init_epochs = QUICK["epochs"] if quick else INIT_EPOCHS
     train_size = QUICK["train_size"] if quick else None
@@ -430,6 +462,7 @@ def build_ablations(quick: bool) -> list[Ablation]:
             "update", read_data_budget),
         batch_size_ablation(base),
         regularization_ablation(quick),
+        normalization_ablation(quick),
     ]
 
 
@@ -466,6 +499,26 @@ def regularization_ablation(quick: bool) -> Ablation:
          Variant("no-warmup", "no warm-up", {"warmup": 0}),
          Variant("none", "no shifts or weight decay", {"shift": 0, "weight_decay": 0.0})),
         "epoch", read_regularization, stage=REGULARIZATION_STAGE)
+
+
+def normalization_ablation(quick: bool) -> Ablation:
+    """Stage 07 at its own budget without batch normalization, without the affine distortions, or without
+    both (3 seeds of each: about 40 minutes on 2 cores; stage 07 as it is is the comparison's runs)."""
+    plain = tuple(layer for layer in load_specs([NORMALIZATION_STAGE])[NORMALIZATION_STAGE].layers
+                  if layer != "batchnorm")
+    no_affine = {"affine_rotation": 0.0, "affine_scale": 0.0, "affine_shear": 0.0}
+    return Ablation(
+        "normalization", "stage 07's two ideas, batch normalization and affine distortions, one removed at a time",
+        frozenset({"layers", "affine_rotation", "affine_scale", "affine_shear"}),
+        "every variant is stage 07's design and budget (its learning rate included, chosen with batch "
+        "normalization) with one idea removed; without the affine distortions the digits are still shifted by up "
+        "to 2 pixels, as in stage 06",
+        dict(QUICK) if quick else {},
+        (Variant("all", "stage 07 as it is", {}),
+         Variant("no-batchnorm", "no batch normalization", {"layers": plain}),
+         Variant("no-affine", "shifts only, no affine distortions", no_affine),
+         Variant("neither", "neither", {"layers": plain, **no_affine})),
+        "epoch", read_normalization, stage=NORMALIZATION_STAGE)
 
 
 ABLATION_NAMES = [a.name for a in build_ablations(False)]
@@ -672,7 +725,8 @@ def index_markdown(out: Path, ablations: list[Ablation], base: StageSpec, enviro
         parts += [QUICK_BANNER, ""]
     parts += [
         f"Base of the first five: the stage-04 design with a short budget: {describe_fixed(base, frozenset())}. "
-        "The regularization study starts from stage 05 instead, at stage 05's own budget. Within each ablation "
+        "The regularization study starts from stage 05 instead, at stage 05's own budget, and the normalization "
+        "study from stage 07, at its own. Within each ablation "
         "the variants differ in one idea only; the settings an ablation holds fixed can differ from the base "
         "(the init ablation uses a deeper network and momentum), and its page lists them. Every reading below "
         "is computed from the numbers by `experiments/ablations.py`; at a short budget a ranking need not hold "

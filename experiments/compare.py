@@ -281,10 +281,7 @@ def read_regularized(results: dict[str, list[dict]], ablations_dir: Path) -> str
             f"{mean_percent(base, 'train_accuracy') - mean_percent(base, 'test_accuracy'):.1f}.")
     variants = ablation_means(ablations_dir / "regularization.csv")
     if "all" in variants:
-        parts = [f"{name.replace('-', ' ')} {compare_runs(runs, variants['all']).points()} "
-                 f"({compare_runs(runs, variants['all']).verdict()})" for name, runs in variants.items() if name != "all"]
-        text += (" In the regularization ablation, against stage 05 as it is, changing one idea at a time gives: "
-                 + "; ".join(parts) + " (results/ablations/regularization.md).")
+        text += " " + ablation_clause(variants, "regularization").replace("the stage as it is", "stage 05 as it is")
     return text
 
 
@@ -292,7 +289,8 @@ def spec_differences(a: StageSpec, b: StageSpec) -> list[str]:
     """The training settings in which spec ``a`` differs from ``b``, besides the network, in words."""
     names = {"shift": "random shifts (px)", "input_dropout": "input dropout", "hidden_dropout": "hidden dropout",
              "weight_decay": "weight decay", "schedule": "schedule", "warmup": "warm-up epochs", "epochs": "epochs",
-             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer"}
+             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer",
+             "affine_rotation": "rotation (deg)", "affine_scale": "scale (+-)", "affine_shear": "shear (deg)"}
     return [f"{label} {getattr(b, key):g} -> {getattr(a, key):g}" if isinstance(getattr(a, key), (int, float))
             and not isinstance(getattr(a, key), bool) else f"{label} {getattr(b, key)} -> {getattr(a, key)}"
             for key, label in names.items() if getattr(a, key) != getattr(b, key)]
@@ -322,10 +320,50 @@ def read_convolutional(results: dict[str, list[dict]], specs: dict[str, StageSpe
     return text
 
 
+SIMARD_2003 = 0.996
+"""Simard, Steinkraus and Platt (2003): a convolutional network trained on elastically distorted digits, the
+published single-model result stage 07 is measured against."""
+
+
+def read_batchnorm(results: dict[str, list[dict]], ablations_dir: Path,
+                   specs: dict[str, StageSpec] | None = None) -> str:
+    normalized, conv = ok_runs(results, "07"), ok_runs(results, "06")
+    if not (normalized and conv):
+        return ""
+    gain = compare_runs(normalized, conv)
+    median = float(np.median([r["test_accuracy"] for r in normalized]))
+    seconds = float(np.mean([r["seconds"] for r in normalized]))
+    errors = 10_000 - mean_percent(normalized, "test_accuracy") * 100
+    text = (f"**Stage 07** (batch normalization, affine distortions) ends at "
+            f"{mean_percent(normalized, 'test_accuracy'):.2f} % (median {100 * median:.2f} %) against stage 06's "
+            f"{mean_percent(conv, 'test_accuracy'):.2f} % ({gain.points()}, {gain.verdict()}): {errors:.0f} test "
+            f"digits wrong; a run takes {seconds:.0f} s. Its median is "
+            + (f"{100 * (median - SIMARD_2003):+.2f} points from" if median != SIMARD_2003 else "at")
+            + f" the {100 * SIMARD_2003:.1f} % Simard et al. (2003) published for a convolutional network on "
+            "elastically distorted digits" + (", which it does not reach." if median < SIMARD_2003 else "."))
+    if specs and "06" in specs and "07" in specs:
+        changes = spec_differences(specs["07"], specs["06"])
+        if changes:
+            text += " Besides the two ideas, its training differs from stage 06's in: " + "; ".join(changes) + "."
+    variants = ablation_means(ablations_dir / "normalization.csv")
+    if "all" in variants:
+        text += " " + ablation_clause(variants, "normalization")
+    return text
+
+
+def ablation_clause(variants: dict[str, list[dict]], study: str) -> str:
+    """Against an ablation's full design ("all"), what each variant changes, under the one rule."""
+    parts = [f"{name.replace('-', ' ')} {compare_runs(runs, variants['all']).points()} "
+             f"({compare_runs(runs, variants['all']).verdict()})" for name, runs in variants.items() if name != "all"]
+    return (f"In the {study} ablation, against the stage as it is, changing one idea at a time gives: "
+            + "; ".join(parts) + f" (results/ablations/{study}.md).")
+
+
 def readings(results: dict[str, list[dict]], out: Path, specs: dict[str, StageSpec] | None = None) -> str:
     """The 'how to read it' paragraph under the table: one computed sentence or two per stage."""
     parts = [read_first_stage(results), read_minibatches(results), read_adam(results, out / "tuning"),
-             read_regularized(results, out / "ablations"), read_convolutional(results, specs)]
+             read_regularized(results, out / "ablations"), read_convolutional(results, specs),
+             read_batchnorm(results, out / "ablations", specs)]
     return "\n".join(f"* {part}" for part in parts if part) + f"\n\nEvery verdict follows one rule: {RULE} (docs/math.md#reading-the-statistics)."
 
 
@@ -636,12 +674,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def reading_sources(out: Path) -> list[dict]:
+    """The other pages the readings quote (tuning tables, ablation results), as records for the render key:
+    when one of them changes, the readings are written again."""
+    files = [*sorted((out / "tuning").glob("*.csv")), *sorted((out / "ablations").glob("*.csv"))]
+    return [{"key": f"~{path.relative_to(out)}", "seed": "", "text": path.read_text(encoding="utf-8")}
+            for path in files if path.is_file()]
+
+
 def write_pages(study: Study, results: dict[str, list[dict]], variant_results: dict[str, list[dict]]) -> None:
     """comparison.md, comparison.csv, learning_curves.png and environment.json (and the README's table for
     the committed comparison), unless they were rendered from exactly these runs and this code already."""
     out = study.out
     all_runs = [r for runs in [*results.values(), *variant_results.values()] for r in runs]
-    key = render_key(all_runs, RENDER_CODE)
+    key = render_key(all_runs + reading_sources(out), RENDER_CODE)
     outputs = [out / name for name in ("comparison.md", "comparison.csv", "learning_curves.png",
                                        "accuracy_vs_compute.png")]
     if up_to_date(key, out / "environment.json", outputs):

@@ -332,6 +332,11 @@ def shift_notes(entries: list[Entry]) -> str:
         amounts = sorted({e.spec.shift for e in trained})
         text += (f". {names(e.label for e in trained)} {'was' if len(trained) == 1 else 'were'} trained on digits "
                  f"shifted at random by up to {' or '.join(str(a) for a in amounts)} pixels")
+    distorted = [e for e in trained if e.spec.affine_rotation or e.spec.affine_scale or e.spec.affine_shear]
+    if distorted:
+        text += (f", {names(e.label for e in distorted)} also rotated, zoomed and sheared at random (up to "
+                 + " or ".join(sorted({f"{e.spec.affine_rotation:g} degrees, 1 +- {e.spec.affine_scale:g} and "
+                                       f"{e.spec.affine_shear:g} degrees" for e in distorted})) + ")")
     convolutional = [e for e in entries if e.convolutional]
     if convolutional:
         text += f"; {names(e.label for e in convolutional)} {'is' if len(convolutional) == 1 else 'are'} convolutional"

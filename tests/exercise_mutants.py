@@ -263,7 +263,7 @@ def maxpool_backward_last_maximum(dout, x):
     return dx
 
 
-# -- batch normalization (no stage uses it yet) ---------------------------------------------------
+# -- batch normalization (stage 07 uses it) ---------------------------------------------------
 
 def batchnorm_variant(ddof: int = 0, eps_outside: bool = False, axis: int | None = None, refuse: bool = True):
     """Batch normalization's forward pass with the variance divided by B - ddof, eps outside the square

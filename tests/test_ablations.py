@@ -73,8 +73,9 @@ def test_each_ablation_varies_one_idea(quick: bool) -> None:
     allowed = {"optimizer": {"optimizer", "lr"}, "activation": {"activation"},
                "init": {"init", "init_scale", "optimizer", "lr"},  # the one extra Adam row changes the optimizer
                "data_budget": {"train_size", "epochs", "eval_every"}, "batch_size": {"batch_size", "lr"},
-               "regularization": {"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"}}
-    bases = load_specs(["04", "05"])
+               "regularization": {"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"},
+               "normalization": {"layers", "affine_rotation", "affine_scale", "affine_shear"}}
+    bases = load_specs(["04", "05", "07"])
     built = ablations.build_ablations(quick)
     assert [a.name for a in built] == ablations.ABLATION_NAMES == list(allowed)
     for ablation in built:
@@ -244,3 +245,15 @@ def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
         file.write("\nEDITED = True\n")  # code, not a comment: comments do not count
     with pytest.raises(ablations.UserError, match="changed while the study ran"):
         runner.check_code()
+
+
+def test_the_normalization_study_removes_batch_normalization_and_the_affine_distortions() -> None:
+    stage07 = load_specs(["07"])["07"]
+    ablation = {a.name: a for a in ablations.build_ablations(False)}["normalization"]
+    specs = {v.name: ablations.variant_spec(stage07, ablation, v) for v in ablation.variants}
+    assert runs.fingerprint(specs["all"], 0) == runs.fingerprint(stage07, 0), "shared with the comparison's runs"
+    assert "batchnorm" not in specs["no-batchnorm"].layers and "batchnorm" in specs["no-affine"].layers
+    assert [layer for layer in stage07.layers if layer != "batchnorm"] == list(specs["neither"].layers)
+    assert not (specs["no-affine"].affine_rotation or specs["no-affine"].affine_scale or specs["no-affine"].affine_shear)
+    assert specs["no-affine"].shift == stage07.shift == 2
+    assert "the network per variant" in ablations.describe_fixed(specs["all"], ablation.varies)

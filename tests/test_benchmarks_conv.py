@@ -1,6 +1,7 @@
-"""Tests for benchmarks/conv_speed.py (stage 06's conv network, ours vs PyTorch CPU) and the conv
-parts of profile_epoch.py and compare_libraries.py: the section merging, the figures derived from
-the rounds, the PyTorch twin's shapes, and short smoke runs of the script itself (tiny budgets:
+"""Tests for benchmarks/conv_speed.py (stage 06's conv network, and stage 07's with --stage 07, ours
+vs PyTorch CPU) and the conv parts of profile_epoch.py and compare_libraries.py: the section
+merging, the figures derived from the rounds, the PyTorch twin's shapes (that it computes what ours
+does: tests/test_torch_twin.py), and short smoke runs of the script itself (tiny budgets:
 the timings are measured by running the script, not here). PyTorch is optional: only the tests
 that need it are skipped without it, and the ours-only path is run with PyTorch hidden."""
 from __future__ import annotations
@@ -299,3 +300,141 @@ def test_the_committed_conv_record_is_still_carried_over():
     assert record["conv_ratio_vs_pytorch"] == committed["conv_ratio_vs_pytorch"]
     section = harness.extract_section((RESULTS_DIR / "benchmark.md").read_text(encoding="utf-8"), "conv")
     assert markdown.startswith("# new\n") and harness.extract_section(markdown, "conv") == section
+
+
+# --------------------------------------------------------------------------- stage 07: batch normalization (--stage 07)
+
+BN_START, BN_END = harness.markers("bn_conv")
+
+
+def fake_bn_conv() -> dict:
+    """A ``bn_conv`` record as ``conv_speed.py --stage 07`` writes it (ours 3 s, PyTorch 2 s, like fake_conv)."""
+    conv = fake_conv()
+    layers = ["reshape 28x28x1", "conv 32 5x5 valid", "maxpool", "batchnorm", "relu"]
+    return {**conv, "settings": {**conv["settings"], "stage": "07", "layers": layers, "lr": 0.003}}
+
+
+def test_stage_07_has_its_own_section_and_keys():
+    bn = fake_bn_conv()
+    section = conv_speed.render_section(bn)
+    assert section.startswith(BN_START) and section.endswith(BN_END) and START not in section
+    for text in ("## Convolutional network with batch normalization (stage 07)", "stage 07's `SPEC.layers`",
+                 "batchnorm", "BatchNorm2d", "BatchNorm1d", "common/nn/batchnorm.py",
+                 "no augmentation in either library's timed epochs", "`bn_conv.rounds`", "<= 2.0", "| 3.00"):
+        assert text in section, text
+    keys = conv_speed.top_keys(bn)
+    assert tuple(keys) == harness.CONV_TOP_KEYS["bn_conv"]
+    assert keys["bn_conv_ratio_vs_pytorch"] == pytest.approx(1.5)
+    assert keys["bn_conv_seconds_per_epoch"] == {"ours": pytest.approx(3.0), "pytorch": pytest.approx(2.0)}
+    assert tuple(conv_speed.top_keys(fake_conv())) == harness.CONV_TOP_KEYS["conv"]
+    # a record written before --stage existed is stage 06's
+    old = fake_conv()
+    assert "stage" not in old["settings"] and conv_speed.render_section(old).startswith(START)
+
+
+def test_the_two_stages_merge_side_by_side(tmp_path):
+    _seed_results(tmp_path)
+    conv_speed.write_results(tmp_path, fake_conv())
+    stage_06_md = harness.extract_section((tmp_path / "benchmark.md").read_text(), "conv")
+    conv_speed.write_results(tmp_path, fake_bn_conv())
+    record = json.loads((tmp_path / "benchmark.json").read_text())
+    assert record["ratio_vs_pytorch"] == 0.52 and record["conv"]["settings"].get("stage") is None
+    assert record["conv_ratio_vs_pytorch"] == pytest.approx(1.5)
+    assert record["bn_conv"]["settings"]["stage"] == "07" and record["bn_conv_ratio_vs_pytorch"] == pytest.approx(1.5)
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert markdown.startswith(OTHER) and harness.extract_section(markdown, "conv") == stage_06_md
+    assert harness.extract_section(markdown, "bn_conv") == conv_speed.render_section(fake_bn_conv())
+    conv_speed.write_results(tmp_path, fake_conv())  # a stage-06 run again leaves stage 07's as it is
+    assert harness.extract_section((tmp_path / "benchmark.md").read_text(), "bn_conv") is not None
+    assert json.loads((tmp_path / "benchmark.json").read_text())["bn_conv"] == record["bn_conv"]
+
+
+def test_compare_libraries_carries_the_stage_07_section_over(tmp_path):
+    conv_speed.write_results(tmp_path, fake_conv())
+    conv_speed.write_results(tmp_path, fake_bn_conv())
+    compare_libraries.write_results(tmp_path, {"ratio_vs_pytorch": 0.6}, "# Library benchmark\n\nnew\n")
+    record = json.loads((tmp_path / "benchmark.json").read_text())
+    assert record["ratio_vs_pytorch"] == 0.6 and record["bn_conv"] == json.loads(json.dumps(fake_bn_conv()))
+    assert record["bn_conv_ratio_vs_pytorch"] == pytest.approx(1.5) and record["conv_ratio_vs_pytorch"] == pytest.approx(1.5)
+    assert record["bn_conv_seconds_per_epoch"]["pytorch"] == pytest.approx(2.0)
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert harness.extract_section(markdown, "bn_conv") == conv_speed.render_section(fake_bn_conv())
+    assert harness.extract_section(markdown, "conv") == conv_speed.render_section(fake_conv())
+
+
+def test_stage_option():
+    assert conv_speed.parse_args([]).stage == "06"  # the existing commands keep their meaning
+    assert conv_speed.parse_args(["--stage", "07"]).stage == "07"
+    assert "batchnorm" in conv_speed.load_conv_spec("07").layers
+    assert "batchnorm" not in conv_speed.load_conv_spec().layers
+
+
+@needs_mnist
+def test_quick_run_of_stage_07_keeps_stage_06(tmp_path):
+    pytest.importorskip("torch")
+    _seed_results(tmp_path)
+    conv_speed.write_results(tmp_path, fake_conv())
+    before_md = harness.extract_section((tmp_path / "benchmark.md").read_text(), "conv")
+    before = json.loads((tmp_path / "benchmark.json").read_text())
+    assert conv_speed.main([*SMOKE, "--stage", "07", "--train-size", "512", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "benchmark.json").read_text())
+    bn = record["bn_conv"]
+    assert [r["library"] for r in bn["rounds"]] == ["ours", "pytorch"]  # each in its own process
+    assert bn["settings"]["stage"] == "07" and "batchnorm" in bn["settings"]["layers"]
+    assert bn["settings"]["num_parameters"] == conv_speed.load_conv_spec("07").architecture().num_parameters
+    assert all(r["num_parameters"] == bn["settings"]["num_parameters"] for r in bn["rounds"])
+    assert record["bn_conv_ratio_vs_pytorch"] == pytest.approx(bn["seconds_per_epoch"]["ours"]
+                                                               / bn["seconds_per_epoch"]["pytorch"])
+    assert record["bn_conv_seconds_per_epoch"] == bn["seconds_per_epoch"]
+    assert {key: record[key] for key in before} == before  # stage 06's record and keys untouched
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert markdown.startswith(OTHER) and harness.extract_section(markdown, "conv") == before_md
+    section = harness.extract_section(markdown, "bn_conv")
+    assert "Smoke run" in section and "| PyTorch CPU" in section and "--stage 07" in section
+
+
+def test_profiled_stage_07_step_has_batchnorm_rows():
+    spec = conv_speed.load_conv_spec("07")
+    spec = dataclasses.replace(spec, layers=tuple(spec.quick["layers"]))  # small: the rows, not the timings
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 300)
+    result = profile_epoch.profile_conv(x, y, spec, steps=2, blocks=1, warmup=0)
+    assert {"forward 3 BatchNorm", "backward 3 BatchNorm"} <= set(result["parts"])
+    section = profile_epoch.render_conv(result, spec, peak=100.0, threads=1, num_examples=60000)
+    assert section.startswith(BN_START) and section.endswith(BN_END)
+    assert "| forward 3 BatchNorm" in section and "| backward 3 BatchNorm" in section
+    assert "- BatchNorm layers (" in section and "affine distortions" in section
+    # the file: perceptron part, stage 06's section and stage 07's, each kept when another is measured
+    mlp, conv = "# Where a batch-128 Adam epoch goes\n\nmlp\n", f"{START}\nconv\n{END}"
+    existing = profile_epoch.compose("", mlp, conv)
+    both = profile_epoch.compose(existing, None, None, section)
+    assert both == mlp + "\n" + conv + "\n\n" + section + "\n"
+    assert profile_epoch.compose(both, "# new mlp\n", None) == "# new mlp\n\n" + conv + "\n\n" + section + "\n"
+    new_conv = f"{START}\nnew conv\n{END}"
+    assert profile_epoch.compose(both, None, new_conv) == mlp + "\n" + new_conv + "\n\n" + section + "\n"
+
+
+@needs_mnist
+def test_profile_only_bn_writes_the_batchnorm_section(tmp_path, monkeypatch, capsys):
+    """``profile_epoch.py --quick --only bn``: the stage-07 section with its BatchNorm rows is added to
+    the file, the perceptron part and stage 06's section kept byte for byte."""
+    from common import threads
+    from common.nn import parallel
+
+    monkeypatch.setattr(profile_epoch, "matmul_peak", lambda repeats: {"gflops": 100.0})  # seconds saved
+    out = tmp_path / "epoch_profile.md"
+    existing = profile_epoch.compose("", "# Where a batch-128 Adam epoch goes\n\nold\n", f"{START}\nold conv\n{END}")
+    out.write_text(existing)
+    blas_start, parallel_start = threads.blas_threads(), parallel.THREADS
+    threads.set_threads(1)  # as SMOKE's --threads 1, in this process (--threads would re-execute it)
+    try:
+        assert profile_epoch.main(["--quick", "--only", "bn", "--out", str(out)]) == 0
+    finally:
+        threads.set_threads(blas_start or parallel_start)
+        parallel.THREADS = parallel_start
+    report = out.read_text()
+    assert report.startswith(existing)
+    section = harness.extract_section(report, "bn_conv")
+    assert "stage-07" in section and "| forward 3 BatchNorm" in section and "| backward 11 BatchNorm" in section
+    assert "- BatchNorm layers (" in section

@@ -571,6 +571,93 @@ def test_the_robustness_study_measures_stage_06_without_its_shifts():
     assert "`VARIANTS` in `experiments/robustness.py`" in text and "perceptron stages trained without shifts" in text
 
 
+# -- Batch normalization and the affine distortions: stage 07 ---------------------------------------
+
+def test_stage_07_normalises_after_each_pooling_and_the_dense_layer():
+    from common.nn.architecture import Architecture, walk_layers
+
+    specs = load_specs()
+    stage07, stage06 = specs["07"], specs["06"]
+    assert tuple(layer for layer in stage07.layers if layer != "batchnorm") == stage06.layers
+    walked = walk_layers(784, stage07.layers)
+    before = [walked[i - 1].kind for i, layer in enumerate(walked) if layer.kind == "batchnorm"]
+    after = [walked[i + 1].kind for i, layer in enumerate(walked) if layer.kind == "batchnorm"]
+    assert before == ["maxpool", "maxpool", "dense"] and after == ["relu"] * 3
+    shapes = [layer.out_shape for layer in walked if layer.kind == "batchnorm"]
+    assert shapes == [(12, 12, 32), (4, 4, 64), (256,)] and stage07.batch_size == 128
+    values = [stage07.batch_size * math.prod(shape[:-1]) for shape in shapes]
+    scales = [sum(math.prod(s) for s in layer.param_shapes.values()) for layer in walked if layer.kind == "batchnorm"]
+    assert values == [18_432, 2_048, 128] and scales == [64, 128, 512] and sum(scales) == 704
+    assert Architecture(sizes=stage07.sizes, layers=stage07.layers).num_parameters == 317_066 + 704 == 317_770
+    assert 12 * 12 * 4 == 24 * 24  # "on a quarter of the numbers"
+    text = section("Where stage 07 normalises")
+    for quoted in ("$M = 128 \\cdot 12 \\cdot 12 = 18{,}432$", "$M = 128 \\cdot 4 \\cdot 4 = 2{,}048$", "| $M = 128$ |",
+                   "$2 \\cdot 32 = 64$", "$2 \\cdot 64 = 128$", "$2 \\cdot 256 = 512$", "704 parameters",
+                   "stage 06's 317,066", "stage 07 has 317,770", "the $12 \\times 12$ pooled pixels",
+                   "the $24 \\times 24$ of the convolution's map"):
+        assert quoted in text, quoted
+
+
+def test_pooling_commutes_with_a_fixed_normalisation_only_where_the_scale_is_positive():
+    from common.nn import reference
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 8, 3))
+    mean, var = rng.standard_normal(3), rng.random(3) + 0.5
+    beta = rng.standard_normal(3)
+    positive, mixed = np.array([0.5, 1.0, 2.0]), np.array([0.5, -1.0, 2.0])
+
+    def normalise(images, gamma):
+        return reference.batchnorm_inference(images, gamma, beta, mean, var)
+
+    pool = reference.maxpool_forward
+    np.testing.assert_allclose(pool(normalise(x, positive)), normalise(pool(x), positive), rtol=1e-12)
+    differs = ~np.isclose(pool(normalise(x, mixed)), normalise(pool(x), mixed), rtol=1e-12)
+    assert not differs[..., [0, 2]].any() and differs[..., 1].all()
+    # in training the statistics are the window maxima's, or every pixel's: not the same layer
+    trained_after = reference.batchnorm_forward(pool(x), positive, beta)[0]
+    trained_before = pool(reference.batchnorm_forward(x, positive, beta)[0])
+    assert not np.allclose(trained_after, trained_before)
+
+
+def test_a_bias_before_batch_normalization_has_a_roundoff_gradient_that_adam_makes_drift():
+    from common.nn.architecture import Architecture
+    from common.nn.optimizers import make_optimizer
+
+    layers = ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "batchnorm", "relu", "flatten", "dense 10")
+    network = Network.from_architecture(Architecture((784, 10), layers=layers), np.random.default_rng(0), "he")
+    assert network.flat_params.dtype == np.float32
+    conv = network.layers[1]
+    optimizer = make_optimizer("adam", 0.003, 0.0)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((32, 784), dtype=np.float32), rng.integers(0, 10, 32)
+    largest_gradient = 0.0
+    for _ in range(20):
+        _, dlogits = softmax_cross_entropy(network.forward(x, training=True), y)
+        network.backward(dlogits)
+        largest_gradient = max(largest_gradient, float(np.abs(conv.grads["b"]).max()))
+        optimizer.step(network.parameter_groups())
+    assert largest_gradient < 1e-4, "the gradient is 0 up to roundoff"
+    assert np.abs(conv.params["b"]).max() > 100 * 20 * 0.003 * largest_gradient, "Adam's steps are not roundoff-sized"
+    shifted = network.forward(x, training=True).copy()
+    conv.params["b"][...] = 0
+    np.testing.assert_allclose(network.forward(x, training=True), shifted, rtol=1e-4, atol=1e-5)
+    text = " ".join(section("Where stage 07 normalises").split())
+    assert "in float32 these biases drift away from 0 rather than stay there" in text
+    assert "That changes no training output" in text
+
+
+def test_stage_07_affine_strengths_as_quoted():
+    spec = load_specs()["07"]
+    assert (spec.affine_rotation, spec.affine_scale, spec.affine_shear, spec.shift) == (10.0, 0.1, 10.0, 2)
+    text = " ".join(section("Random affine distortions").split())
+    assert (f"$\\theta$ up to {spec.affine_rotation:g} degrees either way, $s$ in $1 \\pm {spec.affine_scale:g}$, "
+            f"$\\varphi$ up to {spec.affine_shear:g} degrees either way, and $t_x$ and $t_y$ each up to {spec.shift} "
+            "pixels either way") in text
+    assert "$(13.5, 13.5)$ for $S = 28$" in text and (28 - 1) / 2 == 13.5
+    assert "are not implemented here" in text and "Simard et al., 2003" in text
+
+
 # -- FGSM and saliency -------------------------------------------------------------------------------
 
 def test_the_sign_of_the_gradient_is_the_steepest_ascent_under_a_per_pixel_limit():

@@ -1,8 +1,8 @@
 """The exercises, in the order of the ladder: each one's name (that of its answer in
 ``common.nn.reference``), its stage, the section of docs/math.md it practises, and its check.
 
-Batch normalization comes after stage 06 as a rung of its own, ``bn``: no stage uses it yet, so it
-has no stage number (``python -m common.exercises check bn`` checks it)."""
+Batch normalization comes after stage 06 as a rung of its own, ``bn``: stage 07 uses it (its other new
+idea, the affine distortions, is no exercise), and ``python -m common.exercises check bn`` checks it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ STAGES = {
     "04": "momentum, RMSprop, Adam",
     "05": "dropout, shifted digits, weight decay",
     "06": "convolution and max-pooling",
-    "bn": "batch normalization (no stage uses it yet)",
+    "bn": "batch normalization (stage 07)",
 }
 
 
@@ -30,7 +30,7 @@ class Exercise:
     """One function to write: ``name`` and signature as ``common.nn.reference.<name>``."""
 
     name: str
-    stage: str                      # "01" .. "06", or "bn": batch normalization, which no stage uses yet
+    stage: str                      # "01" .. "06", or "bn": batch normalization, used by stage 07
     section: str                    # its section of docs/math.md (the anchor)
     check: Callable[[Callable], None]  # returns if right, raises Wrong / NotWritten otherwise
 

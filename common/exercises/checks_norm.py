@@ -1,5 +1,5 @@
 """Checks for batch normalization in training mode, forward and backward, on features ``(B, D)`` and
-per channel on images ``(B, H, W, C)``. No stage uses it yet.
+per channel on images ``(B, H, W, C)``; stage 07 trains with it.
 
 The forward pass is checked by hand on two columns, then against the reference with an ``eps`` large
 enough to show where it goes, and so is its cache, which the backward check takes from the reference

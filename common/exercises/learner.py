@@ -39,7 +39,7 @@ def start_worksheet(directory: str | Path = DEFAULT_DIR, force: bool = False) ->
         raise UserError(f"{target} has your edits; start never overwrites them (add --force to replace it with a "
                         "blank copy, losing them)")
     atomic_write_text(target, blank)
-    return (f"wrote {target}: {len(EXERCISES)} exercises, stage 01 to 06 and batch normalization. Fill in "
+    return (f"wrote {target}: {len(EXERCISES)} exercises, stage 01 to 06 and batch normalization (stage 07). Fill in "
             f"{EXERCISES[0].name} first, then: python -m common.exercises check {EXERCISES[0].name}"
             + ("" if directory == DEFAULT_DIR else f" --dir {directory}"))
 
@@ -113,7 +113,7 @@ def select(names: Sequence[str] | None = None) -> list[Exercise]:
             chosen.add(name)
         else:
             raise UserError(f"no exercise {name!r}; name one of {', '.join(BY_NAME)}, or a stage 01 .. 06, or bn "
-                            "(batch normalization)")
+                            "(batch normalization, stage 07's)")
     return [exercise for exercise in EXERCISES if exercise.name in chosen]
 
 
@@ -149,9 +149,13 @@ def load_learner_book(directory: str | Path = DEFAULT_DIR, results: Sequence[Res
 
     ``results`` from :func:`check_worksheet`, if the caller has them, saves grading again. Exercises
     that are no ``Textbook`` function (``minibatches``, ``dropout_layer_forward``: the training loop
-    and the dropout layer do that part; ``batchnorm_forward``, ``batchnorm_backward``: no stage uses
-    batch normalization yet) are graded but not used. During training, an exception from
-    the learner's function ends the run with one line naming it (a :class:`UserError`).
+    and the dropout layer do that part) are graded but not used. ``batchnorm_forward`` and
+    ``batchnorm_backward`` are used by stage 07's batch-normalization layers while training (the running
+    averages are updated from the mean and variance in the learner's cache); its predictions normalise
+    with the textbook's ``batchnorm_inference``, which is no exercise. ``random_shift`` is used by stages
+    05 and 06: stage 07 distorts its digits with ``common.nn.affine.random_affine`` instead, which is no
+    exercise either. During training, an exception from the learner's function ends the run with one
+    line naming it (a :class:`UserError`).
     """
     module = load_worksheet(directory)
     fields = [field.name for field in dataclasses.fields(Textbook)]

@@ -4,10 +4,15 @@ Start:  python -m common.exercises start            copies this blank file to my
 Check:  python -m common.exercises check            every exercise: pass, not yet written, or the first
                                                     thing that is wrong and the section to read
         python -m common.exercises check adam_step  one exercise (or several, or a stage: check 04;
-                                                    check bn for batch normalization)
+                                                    check bn for batch normalization, stage 07's)
 Train:  python stages/04_adam.py --exercises my_exercises --quick
                                                     the stage trains on your functions where you have
                                                     written them, and on the reference where not yet
+        python stages/07_batchnorm.py --exercises my_exercises --quick
+                                                    the same, your batchnorm_forward and
+                                                    batchnorm_backward included; its digits are
+                                                    distorted by common.nn.affine (no exercise), not
+                                                    by your random_shift (stages 05 and 06 use that)
 
 How: replace each ``raise NotImplementedError`` with your code, in this file (edit the copy in
 my_exercises/, not the blank in common/exercises/). Keep every name and argument: the checker and
@@ -280,8 +285,9 @@ def maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 # ============================================================================================
-# Batch normalization (check bn): no stage uses it yet. Training mode, features last:
+# Batch normalization (check bn), used by stage 07. Training mode, features last:
 # x (B, D), one feature per column, or images (B, H, W, C), one feature per channel.
+# (Stage 07's predictions normalise with running averages: that is the reference's batchnorm_inference.)
 # ============================================================================================
 
 
@@ -295,7 +301,8 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     ``gamma, beta (C,)``: one feature per channel, over the batch and every pixel, which is the same
     on the B*H*W rows of ``x.reshape(-1, C)``; ``out`` has the images' shape again.
     ``cache = (xhat, gamma, std, mean, var)``: ``xhat`` as the rows you normalised, ``(B, D)`` or
-    ``(B*H*W, C)``, the rest one value per feature. batchnorm_backward is given it.
+    ``(B*H*W, C)``, the rest one value per feature. batchnorm_backward is given it, and a training
+    run updates its running averages from its mean and var.
     With fewer than 2 values per feature (a batch of one example) raise a ValueError.
     docs/math.md#batch-normalization
     """
