@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import tempfile
@@ -359,11 +360,32 @@ def ablation_clause(variants: dict[str, list[dict]], study: str) -> str:
             + "; ".join(parts) + f" (results/ablations/{study}.md).")
 
 
+def read_committees(results: dict[str, list[dict]], committee_dir: Path) -> str:
+    """The committees of ``experiments/committee.py`` (three seeds' models, probabilities averaged), when their
+    record is there and its members are this comparison's runs."""
+    path = committee_dir / "committee.json"
+    if not path.is_file():
+        return ""
+    parts = []
+    for record in json.loads(path.read_text(encoding="utf-8")).get("committees", []):
+        runs = ok_runs(results, record["stage"])
+        if sorted(round(r["test_accuracy"], 4) for r in runs) != sorted(round(a, 4) for a in record["member_accuracies"]):
+            continue  # not the models of these runs
+        cost = record["forward_multiply_adds"]["committee"] / record["forward_multiply_adds"]["member"]
+        parts.append(f"{record['name']} {100 * record['committee_accuracy']:.2f} % against its members' "
+                     f"{100 * float(np.mean(record['member_accuracies'])):.2f} % on average, {record['errors']} test "
+                     f"digits wrong, at {cost:.0f}x the inference cost")
+    if not parts:
+        return ""
+    return ("**Committees** (the three seeds' models of a stage, their probabilities averaged; no new training): "
+            + "; ".join(parts) + " (results/committee/committee.md, which draws every digit they still get wrong).")
+
+
 def readings(results: dict[str, list[dict]], out: Path, specs: dict[str, StageSpec] | None = None) -> str:
     """The 'how to read it' paragraph under the table: one computed sentence or two per stage."""
     parts = [read_first_stage(results), read_minibatches(results), read_adam(results, out / "tuning"),
              read_regularized(results, out / "ablations"), read_convolutional(results, specs),
-             read_batchnorm(results, out / "ablations", specs)]
+             read_batchnorm(results, out / "ablations", specs), read_committees(results, out / "committee")]
     return "\n".join(f"* {part}" for part in parts if part) + f"\n\nEvery verdict follows one rule: {RULE} (docs/math.md#reading-the-statistics)."
 
 
@@ -677,7 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def reading_sources(out: Path) -> list[dict]:
     """The other pages the readings quote (tuning tables, ablation results), as records for the render key:
     when one of them changes, the readings are written again."""
-    files = [*sorted((out / "tuning").glob("*.csv")), *sorted((out / "ablations").glob("*.csv"))]
+    files = [*sorted((out / "tuning").glob("*.csv")), *sorted((out / "ablations").glob("*.csv")),
+             out / "committee" / "committee.json"]
     return [{"key": f"~{path.relative_to(out)}", "seed": "", "text": path.read_text(encoding="utf-8")}
             for path in files if path.is_file()]
 

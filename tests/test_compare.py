@@ -118,3 +118,16 @@ def test_long_runs_show_their_overall_progress(quick_run):
     total = len([p for p in (REPO / "stages").glob("[0-9][0-9]_*.py")]) + len(compare.DATA_BUDGET_VARIANTS)
     assert f"[1/{total} runs, " in lines[0] and f"[{total}/{total} runs, {total} trained, " in lines[-1]
     assert "min so far" in lines[-1]
+
+
+def test_the_committee_reading_quotes_the_committee_of_these_runs_only(tmp_path):
+    runs = [{"status": "ok", "test_accuracy": accuracy} for accuracy in (0.9946, 0.9944, 0.9954)]
+    record = {"stage": "06", "name": "06_conv", "member_accuracies": [0.9946, 0.9944, 0.9954],
+              "committee_accuracy": 0.9956, "errors": 44,
+              "forward_multiply_adds": {"member": 4_002_304, "committee": 12_006_912}}
+    (tmp_path / "committee.json").write_text(json.dumps({"committees": [record]}), encoding="utf-8")
+    reading = compare.read_committees({"06": runs}, tmp_path)
+    assert "06_conv 99.56 % against its members' 99.48 % on average, 44 test digits wrong, at 3x" in reading
+    other = [{"status": "ok", "test_accuracy": 0.99}] * 3  # other models than the committee's
+    assert compare.read_committees({"06": other}, tmp_path) == ""
+    assert compare.read_committees({"06": runs}, tmp_path / "missing") == ""
