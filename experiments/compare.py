@@ -343,7 +343,8 @@ def read_batchnorm(results: dict[str, list[dict]], ablations_dir: Path,
             + f" the {100 * SIMARD_2003:.1f} % Simard et al. (2003) published for a convolutional network on "
             "elastically distorted digits" + (", which it does not reach." if median < SIMARD_2003 else "."))
     if specs and "06" in specs and "07" in specs:
-        changes = spec_differences(specs["07"], specs["06"])
+        changes = [change for change in spec_differences(specs["07"], specs["06"])
+                   if not change.startswith(("rotation", "scale", "shear"))]  # the distortions: the second idea
         if changes:
             text += " Besides the two ideas, its training differs from stage 06's in: " + "; ".join(changes) + "."
     variants = ablation_means(ablations_dir / "normalization.csv")
