@@ -265,6 +265,7 @@ def test_readme_speed_summary_matches_the_committed_benchmark():
     for quoted in (f"**{bench['ratio_vs_pytorch_best']:.2f}x** PyTorch's time for the suite's",
                    f"**{bench['ratio_width_1024']:.2f}x** at width 1,024",
                    f"**{bench['conv_ratio_vs_pytorch']:.2f}x** for stage 06's",
+                   f"**{bench['bn_conv_ratio_vs_pytorch']:.2f}x** for stage 07's",
                    f"would take {bound['suite']['without_adam']:.2f}x PyTorch's",
                    f"alone take {bound['width']['matmul_only']:.2f}x PyTorch's whole epoch"):
         assert quoted in summary, quoted
