@@ -373,8 +373,9 @@ def read_committees(results: dict[str, list[dict]], committee_dir: Path) -> str:
         if sorted(round(r["test_accuracy"], 4) for r in runs) != sorted(round(a, 4) for a in record["member_accuracies"]):
             continue  # not the models of these runs
         cost = record["forward_multiply_adds"]["committee"] / record["forward_multiply_adds"]["member"]
+        wrong = record["errors"] if isinstance(record["errors"], int) else len(record["errors"])
         parts.append(f"{record['name']} {100 * record['committee_accuracy']:.2f} % against its members' "
-                     f"{100 * float(np.mean(record['member_accuracies'])):.2f} % on average, {record['errors']} test "
+                     f"{100 * float(np.mean(record['member_accuracies'])):.2f} % on average, {wrong} test "
                      f"digits wrong, at {cost:.0f}x the inference cost")
     if not parts:
         return ""

@@ -123,7 +123,7 @@ def test_long_runs_show_their_overall_progress(quick_run):
 def test_the_committee_reading_quotes_the_committee_of_these_runs_only(tmp_path):
     runs = [{"status": "ok", "test_accuracy": accuracy} for accuracy in (0.9946, 0.9944, 0.9954)]
     record = {"stage": "06", "name": "06_conv", "member_accuracies": [0.9946, 0.9944, 0.9954],
-              "committee_accuracy": 0.9956, "errors": 44,
+              "committee_accuracy": 0.9956, "errors": [{"index": i, "label": 0, "answer": 1} for i in range(44)],
               "forward_multiply_adds": {"member": 4_002_304, "committee": 12_006_912}}
     (tmp_path / "committee.json").write_text(json.dumps({"committees": [record]}), encoding="utf-8")
     reading = compare.read_committees({"06": runs}, tmp_path)
