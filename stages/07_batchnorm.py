@@ -1,6 +1,8 @@
 """Stage 07: batch normalization and random affine distortions, on stage 06's convolutional network.
 
-What changes from stage 06, and why it helps:
+What changes from stage 06, and why it is expected to help (whether it does here is measured, not
+assumed: results/ablations/normalization.md removes each idea in turn, and the comparison's reading
+says how stage 07 stands against stage 06 under the one rule):
 
   * batch normalization (docs/math.md#batch-normalization) after each convolution's pooling and
     after the dense layer: every feature is standardised with its batch's mean and variance, then

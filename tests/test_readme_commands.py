@@ -26,7 +26,9 @@ def readme_commands() -> list[str]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
         commands += [line.split("  #")[0].split(" # ")[0].strip() for line in block.splitlines()]
-    commands += re.findall(r"`(python [^`]+)`", README)
+    for inline in re.findall(r"`(python [^`]+)`", README):
+        # a provenance line lists the commands that made its runs: "CMD (27 runs), CMD (3 runs)"
+        commands += [re.sub(r" \(\d+ runs?\)$", "", part) for part in re.split(r", (?=python )", inline)]
     cleaned = []
     for command in commands:
         command = re.sub(r"\s*\[[^\]]*\]", "", command).strip()
