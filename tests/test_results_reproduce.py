@@ -100,37 +100,45 @@ def test_saved_runs_name_the_command_that_made_them(folder):
         assert "experiments/" in command, (path, command)
 
 
-def test_a_saved_run_never_executes_the_modules_the_fingerprint_leaves_out():
-    """The fingerprint skips common.runs.NEVER_RUN (the textbook and its layers, the finite differences),
-    so editing them keeps every saved result: proved here by tracing a run of every kind the studies make
-    (a perceptron with dropout, shifts and AdamW; a convolutional network; full-batch descent)."""
+def tiny_runs_of_every_kind():
+    """Synthetic data and tiny specs of every kind of run the studies make (full-batch descent; a perceptron
+    with dropout, shifts and AdamW; a convolutional network), for tracing what a run executes."""
     import dataclasses
-    import sys as system
 
     import numpy as np
 
-    from common import runs
     from common.data import MNIST
-    from common.protocol import train_stage
     from common.stages import load_specs
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
     data = MNIST(images[:200], rng.integers(0, 10, 200), images[200:], rng.integers(0, 10, 100))
-    specs = load_specs(["02", "05", "06"])
     tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10), "input_dropout": 0.1, "hidden_dropout": 0.2},
             "06": {"epochs": 1, "layers": ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "relu", "flatten",
                                            "dense 10")}}
+    return data, {number: dataclasses.replace(spec, **tiny[number]) for number, spec in load_specs(list(tiny)).items()}
+
+
+def test_a_saved_run_never_executes_the_modules_the_fingerprint_leaves_out():
+    """The fingerprint skips common.runs.NEVER_RUN (the textbook and its layers, the finite differences),
+    so editing them keeps every saved result: proved here by tracing a run of every kind the studies make
+    (a perceptron with dropout, shifts and AdamW; a convolutional network; full-batch descent)."""
+    import sys as system
+
+    from common import runs
+    from common.protocol import train_stage
+
+    data, specs = tiny_runs_of_every_kind()
     executed: set[str] = set()
 
     def record(frame, event, arg):
         if event == "call":
             executed.add(Path(frame.f_code.co_filename).name)
 
-    for number, spec in specs.items():
+    for spec in specs.values():
         system.setprofile(record)
         try:
-            train_stage(dataclasses.replace(spec, **tiny[number]), 0, data, progress=False)
+            train_stage(spec, 0, data, progress=False)
         finally:
             system.setprofile(None)
     assert {"network.py", "train.py", "optimizers.py", "conv.py", "layers.py"} <= executed
@@ -156,23 +164,12 @@ def test_a_run_without_a_feature_never_executes_the_code_its_fingerprint_leaves_
     """The fingerprint of a run that uses no feature (common.runs.FEATURES: batch normalization, affine
     distortions) leaves out their modules and the statements naming them, so adding them kept every saved
     run: proved by tracing, line by line, a run of every kind the studies make without them."""
-    import dataclasses
     import sys as system
 
-    import numpy as np
-
     from common import runs
-    from common.data import MNIST
     from common.protocol import train_stage
-    from common.stages import load_specs
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
-    data = MNIST(images[:200], rng.integers(0, 10, 200), images[200:], rng.integers(0, 10, 100))
-    specs = load_specs(["02", "05", "06"])
-    tiny = {"02": {"epochs": 2}, "05": {"epochs": 1, "sizes": (784, 16, 10), "input_dropout": 0.1, "hidden_dropout": 0.2},
-            "06": {"epochs": 1, "layers": ("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "relu", "flatten",
-                                           "dense 10")}}
+    data, specs = tiny_runs_of_every_kind()
     core = {str(path.resolve()): path for path in runs.numeric_code_files()}
     executed: set[tuple[str, int]] = set()
 
@@ -183,11 +180,11 @@ def test_a_run_without_a_feature_never_executes_the_code_its_fingerprint_leaves_
             executed.add((frame.f_code.co_filename, frame.f_lineno))
         return record
 
-    for number, spec in specs.items():
+    for spec in specs.values():
         assert not runs.features_used(spec.settings())
         system.settrace(record)
         try:
-            train_stage(dataclasses.replace(spec, **tiny[number]), 0, data, progress=False)
+            train_stage(spec, 0, data, progress=False)
         finally:
             system.settrace(None)
     files = {Path(name).name for name, _ in executed}
