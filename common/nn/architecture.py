@@ -30,7 +30,7 @@ from common.nn.errors import UserError
 
 ACTIVATION_NAMES = ("relu", "tanh", "sigmoid")
 LAYER_FORMS = "reshape HxWxC, conv F KxK valid|same, maxpool, flatten, dense N, dropout P, relu, tanh, sigmoid"
-LAYER_FORMS += ", batchnorm"
+LAYER_FORMS += ", batchnorm"  # a statement of its own: runs without batch normalization keep their fingerprints
 
 
 class LayerShape(NamedTuple):
