@@ -282,7 +282,7 @@ def read_regularized(results: dict[str, list[dict]], ablations_dir: Path) -> str
             f"{mean_percent(base, 'train_accuracy') - mean_percent(base, 'test_accuracy'):.1f}.")
     variants = ablation_means(ablations_dir / "regularization.csv")
     if "all" in variants:
-        text += " " + ablation_clause(variants, "regularization").replace("the stage as it is", "stage 05 as it is")
+        text += " " + ablation_clause(variants, "regularization", "stage 05 as it is")
     return text
 
 
@@ -290,8 +290,7 @@ def spec_differences(a: StageSpec, b: StageSpec) -> list[str]:
     """The training settings in which spec ``a`` differs from ``b``, besides the network, in words."""
     names = {"shift": "random shifts (px)", "input_dropout": "input dropout", "hidden_dropout": "hidden dropout",
              "weight_decay": "weight decay", "schedule": "schedule", "warmup": "warm-up epochs", "epochs": "epochs",
-             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer",
-             "affine_rotation": "rotation (deg)", "affine_scale": "scale (+-)", "affine_shear": "shear (deg)"}
+             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer"}
     return [f"{label} {getattr(b, key):g} -> {getattr(a, key):g}" if isinstance(getattr(a, key), (int, float))
             and not isinstance(getattr(a, key), bool) else f"{label} {getattr(b, key)} -> {getattr(a, key)}"
             for key, label in names.items() if getattr(a, key) != getattr(b, key)]
@@ -343,21 +342,20 @@ def read_batchnorm(results: dict[str, list[dict]], ablations_dir: Path,
             + f" the {100 * SIMARD_2003:.1f} % Simard et al. (2003) published for a convolutional network on "
             "elastically distorted digits" + (", which it does not reach." if median < SIMARD_2003 else "."))
     if specs and "06" in specs and "07" in specs:
-        changes = [change for change in spec_differences(specs["07"], specs["06"])
-                   if not change.startswith(("rotation", "scale", "shear"))]  # the distortions: the second idea
+        changes = spec_differences(specs["07"], specs["06"])  # the distortions' settings are not among them
         if changes:
             text += " Besides the two ideas, its training differs from stage 06's in: " + "; ".join(changes) + "."
     variants = ablation_means(ablations_dir / "normalization.csv")
     if "all" in variants:
-        text += " " + ablation_clause(variants, "normalization")
+        text += " " + ablation_clause(variants, "normalization", "the stage as it is")
     return text
 
 
-def ablation_clause(variants: dict[str, list[dict]], study: str) -> str:
-    """Against an ablation's full design ("all"), what each variant changes, under the one rule."""
-    parts = [f"{name.replace('-', ' ')} {compare_runs(runs, variants['all']).points()} "
-             f"({compare_runs(runs, variants['all']).verdict()})" for name, runs in variants.items() if name != "all"]
-    return (f"In the {study} ablation, against the stage as it is, changing one idea at a time gives: "
+def ablation_clause(variants: dict[str, list[dict]], study: str, design: str) -> str:
+    """Against an ablation's full design ("all", called ``design``), what each variant changes, under the one rule."""
+    gains = {name: compare_runs(runs, variants["all"]) for name, runs in variants.items() if name != "all"}
+    parts = [f"{name.replace('-', ' ')} {gain.points()} ({gain.verdict()})" for name, gain in gains.items()]
+    return (f"In the {study} ablation, against {design}, changing one idea at a time gives: "
             + "; ".join(parts) + f" (results/ablations/{study}.md).")
 
 
