@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 from common.nn.errors import UserError
 from common.paths import STAGES_DIR
@@ -26,15 +27,29 @@ def stage_files(stages_dir: Path = STAGES_DIR) -> dict[str, Path]:
     return found
 
 
-def load_spec(path: Path) -> StageSpec:
-    """Import a stage script by path and return its ``SPEC``."""
+def load_module(path: Path) -> ModuleType:
+    """Import a stage script by path, checking that it defines ``SPEC``."""
     module_spec = importlib.util.spec_from_file_location(f"stage_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    spec = getattr(module, "SPEC", None)
-    if not isinstance(spec, StageSpec):
+    if not isinstance(getattr(module, "SPEC", None), StageSpec):
         raise UserError(f"{path} does not define SPEC = StageSpec(...)")
-    return spec
+    return module
+
+
+def load_spec(path: Path) -> StageSpec:
+    """Import a stage script by path and return its ``SPEC``."""
+    return load_module(path).SPEC
+
+
+def layer_choices(number: str) -> dict[str, tuple[str, ...]]:
+    """The networks ``experiments/tune.py --layers`` may try for a stage, by name: ``"stage"`` (its
+    ``SPEC.layers``) and those of the script's optional ``LAYER_CHOICES`` dict."""
+    (path,) = [path for found, path in stage_files().items() if found == number] or [None]
+    if path is None:
+        raise UserError(f"no stage {number} in stages/; there are {', '.join(stage_files())}")
+    module = load_module(path)
+    return {"stage": tuple(module.SPEC.layers), **getattr(module, "LAYER_CHOICES", {})}
 
 
 def load_specs(selection: list[str] | None = None) -> dict[str, StageSpec]:

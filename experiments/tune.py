@@ -11,6 +11,10 @@ of them names (a run of your own reuses their saved runs).
     python experiments/tune.py --stage 02 --lr 0.1,0.2,0.5,1.0
     python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine --seeds 0,1,2
     python experiments/tune.py --stage 07 --lr 0.001,0.003 --affine 0/0/0,10/0.1/10
+    python experiments/tune.py --stage 07 --layers stage,dropout --epochs 15,30
+
+``--layers`` names networks: ``stage`` is the stage's own, other names come from the ``LAYER_CHOICES``
+dict of the stage's script.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.report import provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
 from common.runs import plan_progress, run_or_resume
-from common.stages import load_specs
+from common.stages import layer_choices, load_specs
 from common.stats import compare_runs
 
 
@@ -55,14 +59,18 @@ def affine_triple(text: str) -> str:
 
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
                 "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int,
-                "affine": affine_triple}
-"""The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``, and
-``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``."""
+                "affine": affine_triple, "layers": str}
+"""The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``,
+``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``, and ``layers`` a
+network by its name in the stage's choices (:func:`common.stages.layer_choices`: ``stage`` is its own)."""
 
 
-def overrides_of(setting: dict) -> dict:
-    """The StageSpec fields a grid setting changes (``dropout`` "0.2/0.4" -> both rates)."""
-    fields = {key: value for key, value in setting.items() if key not in ("dropout", "affine")}
+def overrides_of(setting: dict, networks: dict[str, tuple[str, ...]]) -> dict:
+    """The StageSpec fields a grid setting changes (``dropout`` "0.2/0.4" -> both rates, ``layers``
+    "dropout" -> the layer strings ``networks`` names so)."""
+    fields = {key: value for key, value in setting.items() if key not in ("dropout", "affine", "layers")}
+    if "layers" in setting:
+        fields["layers"] = networks[setting["layers"]]
     if "dropout" in setting:
         fields["input_dropout"], fields["hidden_dropout"] = (float(x) for x in setting["dropout"].split("/"))
     if "affine" in setting:
@@ -122,12 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     writable_folder(args.out)
     (spec,) = load_specs([args.stage]).values()
     grid, seeds = parse_grid(args), parse_seeds(args.seeds)
+    networks = layer_choices(args.stage) if "layers" in grid else {}
+    unknown = [name for name in grid.get("layers", []) if name not in networks]
+    if unknown:
+        raise UserError(f"--layers: stage {args.stage} has no network named {', '.join(map(repr, unknown))}; "
+                        f"its choices are {', '.join(networks)}")
     name = args.name or spec.name
     data = load_data(args.data_dir)
     blas.configure()
     threads.configure(args.threads)
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **overrides_of(setting)))
+    trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **overrides_of(setting, networks)))
               for setting in settings]
     runs_dir = args.out / "runs" / name
     sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)

@@ -63,5 +63,9 @@ SPEC = StageSpec(
            "layers": ("reshape 28x28x1", "conv 8 5x5 valid", "maxpool", "batchnorm", "relu", "flatten", "dense 10")},
 )
 
+LAYER_CHOICES = {  # other networks for experiments/tune.py --layers (its "stage" is SPEC.layers)
+    "dropout": (*SPEC.layers[:-1], "dropout 0.5", "dense 10"),  # half the 256 dense units dropped in training
+}
+
 if __name__ == "__main__":
     sys.exit(main(SPEC, description=__doc__))
