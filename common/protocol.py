@@ -18,6 +18,7 @@ from common import data as mnist
 from common.environment import describe_environment
 from common.nn.affine import random_affine
 from common.nn.augment import random_shift
+from common.nn.elastic import random_elastic
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
 from common.nn.layers import ACTIVATIONS
@@ -88,6 +89,8 @@ class StageSpec:
     affine_rotation: float = 0.0    # random rotations of up to this many degrees (then shifts are in the same warp)
     affine_scale: float = 0.0       # random zooms by a factor between 1 - this and 1 + this
     affine_shear: float = 0.0       # random shears of up to this many degrees
+    elastic_alpha: float = 0.0      # random elastic distortions: smoothed displacements scaled by this (pixels)
+    elastic_sigma: float = 0.0      # and smoothed by a Gaussian this many pixels wide
     eval_every: int = 1
     reproduces: str = ""            # which source design, if any
     published_accuracy: float | None = None  # as the source published it (a fraction)
@@ -147,6 +150,10 @@ def validate_spec(spec: StageSpec) -> None:
     if not (0 <= spec.affine_rotation <= 180 and 0 <= spec.affine_scale < 1 and 0 <= spec.affine_shear < 80):
         raise UserError(f"affine distortions need rotation 0-180 degrees, scale 0 to below 1 and shear 0 to below "
                         f"80 degrees; got {spec.affine_rotation}, {spec.affine_scale}, {spec.affine_shear}")
+    if spec.elastic_alpha or spec.elastic_sigma:
+        if not (0 < spec.elastic_alpha <= 100 and 0 < spec.elastic_sigma <= 20):
+            raise UserError(f"elastic distortions need alpha above 0 and at most 100 pixels and sigma above 0 and at "
+                            f"most 20 pixels; got {spec.elastic_alpha}, {spec.elastic_sigma}")
     spec.architecture()  # validates sizes and dropout rates
 
 @dataclass
@@ -225,6 +232,10 @@ def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = 
     if spec.affine_rotation or spec.affine_scale or spec.affine_shear:  # one warp: rotation, zoom, shear, shift
         augment = lambda x, rng: random_affine(x, rng, spec.affine_rotation, spec.affine_scale,  # noqa: E731
                                                spec.affine_shear, spec.shift)
+    if spec.elastic_alpha:  # each digit's own smooth displacement field, after the affine map or shift
+        distort = augment
+        augment = lambda x, rng: random_elastic(x if distort is None else distort(x, rng), rng,  # noqa: E731
+                                                spec.elastic_alpha, spec.elastic_sigma)
     eval_sets = {name: (split.x, split.y) for name, split in splits.items()}
     if progress:
         print(f"stage {spec.name}: {spec.architecture().describe()}, {spec.optimizer_label()}, "

@@ -36,7 +36,9 @@ from common.cli import (
 from common.exercises import load_learner_book
 from common.files import STALE_SECONDS, atomic_write_json, atomic_write_text
 from common.nn.affine import random_affine
+from common.nn.augment import random_shift
 from common.nn.conv import Conv2D
+from common.nn.elastic import random_elastic
 from common.nn.errors import DivergenceError, UserError
 from common.nn.init import INITIALIZERS
 from common.nn.layers import ACTIVATIONS
@@ -175,15 +177,12 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
     figures.plot_prediction_example(test.x[index], int(test.y[index]), int(predicted[index]),
                                     probabilities[index], out_dir / "example_prediction.png",
                                     title=f"{spec.name}: random test image #{index}")
-    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+    if spec.affine_rotation or spec.affine_scale or spec.affine_shear or spec.elastic_alpha:
         train = trained.splits["train"].x
         chosen = trained.figure_rng.choice(len(train), size=6, replace=False)
-        draws = np.stack([random_affine(train[chosen], trained.figure_rng, spec.affine_rotation, spec.affine_scale,
-                                        spec.affine_shear, spec.shift) for _ in range(6)], axis=1)
+        draws = np.stack([distorted(spec, train[chosen], trained.figure_rng) for _ in range(6)], axis=1)
         figures.plot_augmentation(train[chosen], draws, out_dir / "augmentation.png",
-                                  f"{spec.name}: training digits, distorted anew every epoch\n(rotation "
-                                  f"up to {spec.affine_rotation:g}°, scale 1 ± {spec.affine_scale:g}, shear up to "
-                                  f"{spec.affine_shear:g}°, shift up to {spec.shift} px)")
+                                  f"{spec.name}: training digits, distorted anew every epoch\n({distortions_text(spec)})")
     first = next(trained.network.weighted_layers())
     if isinstance(first, Conv2D):
         figures.plot_conv_filters(first.params["W"], out_dir / "filters.png",
@@ -194,6 +193,31 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
     else:
         figures.plot_first_layer_weights(first.params["W"], out_dir / "first_layer.png",
                                          f"{spec.name}: first-layer weights, one 28x28 tile per hidden unit")
+
+
+def distorted(spec: StageSpec, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``images (B, 784)`` distorted as the stage's training distorts them: the affine map (with the
+    shift), then the elastic field, each only if the stage has it."""
+    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+        images = random_affine(images, rng, spec.affine_rotation, spec.affine_scale, spec.affine_shear, spec.shift)
+    elif spec.shift:
+        images = random_shift(images, rng, spec.shift)
+    if spec.elastic_alpha:
+        images = random_elastic(images, rng, spec.elastic_alpha, spec.elastic_sigma)
+    return images
+
+
+def distortions_text(spec: StageSpec) -> str:
+    """E.g. ``rotation up to 10°, scale 1 ± 0.1, shear up to 10°, shift up to 2 px; elastic alpha 34, sigma 4 px``."""
+    parts = []
+    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+        parts.append(f"rotation up to {spec.affine_rotation:g}°, scale 1 ± {spec.affine_scale:g}, shear up to "
+                     f"{spec.affine_shear:g}°, shift up to {spec.shift} px")
+    elif spec.shift:
+        parts.append(f"shift up to {spec.shift} px")
+    if spec.elastic_alpha:
+        parts.append(f"elastic alpha {spec.elastic_alpha:g}, sigma {spec.elastic_sigma:g} px")
+    return "; ".join(parts)
 
 
 def feature_maps(network: Network, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -55,6 +55,7 @@ CODE_ROOT = REPO_ROOT  # where that code is read from (the tests point it at a f
 FEATURES = {
     "batchnorm": "batch normalization: a 'batchnorm' layer",
     "affine": "random affine distortions: an affine_* setting above 0",
+    "elastic": "random elastic distortions: an elastic_* setting above 0",
 }
 """Parts of the core only some runs execute. Each lives in modules whose name contains the feature's word
 and, elsewhere in the core, in statements that name it (an identifier, attribute or string containing the
@@ -67,8 +68,9 @@ def features_used(settings: dict) -> frozenset[str]:
     used = set()
     if any(str(layer).split()[:1] == ["batchnorm"] for layer in settings.get("layers") or ()):
         used.add("batchnorm")
-    if any(value for key, value in settings.items() if key.startswith("affine")):
-        used.add("affine")
+    for word in ("affine", "elastic"):
+        if any(value for key, value in settings.items() if key.startswith(f"{word}_")):
+            used.add(word)
     return frozenset(used)
 
 
@@ -239,7 +241,8 @@ def fingerprint(spec: StageSpec, seed: int) -> str:
     everything = spec.settings()
     features = features_used(everything)
     numeric = {key: value for key, value in everything.items()
-               if key not in DESCRIPTIVE and not (key.startswith("affine") and "affine" not in features)}
+               if key not in DESCRIPTIVE and not any(key.startswith(f"{word}_") and word not in features
+                                                     for word in FEATURES)}
     settings = json.dumps({"settings": numeric, "seed": seed}, sort_keys=True)
     return hashlib.sha256((settings + code_digest(features=features)).encode()).hexdigest()[:16]
 

@@ -12,6 +12,7 @@ of them names (a run of your own reuses their saved runs).
     python experiments/tune.py --stage 04 --epochs 10,20,30 --schedule constant,cosine --seeds 0,1,2
     python experiments/tune.py --stage 07 --lr 0.001,0.003 --affine 0/0/0,10/0.1/10
     python experiments/tune.py --stage 07 --layers stage,dropout --epochs 15,30
+    python experiments/tune.py --stage 07 --elastic 0/0,34/4
 
 ``--layers`` names networks: ``stage`` is the stage's own, other names come from the ``LAYER_CHOICES``
 dict of the stage's script.
@@ -57,18 +58,30 @@ def affine_triple(text: str) -> str:
     return "/".join(f"{float(part):g}" for part in parts)
 
 
+def elastic_pair(text: str) -> str:
+    """``"34/4"`` -> the same, normalised: alpha (pixels) and sigma (pixels) of the random elastic
+    distortions; ``0/0`` turns them off."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(part.replace(".", "", 1).isdigit() for part in parts):
+        raise ValueError(text)
+    return "/".join(f"{float(part):g}" for part in parts)
+
+
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
                 "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int,
-                "affine": affine_triple, "layers": str}
+                "affine": affine_triple, "elastic": elastic_pair, "layers": str}
 """The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``,
-``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``, and ``layers`` a
-network by its name in the stage's choices (:func:`common.stages.layer_choices`: ``stage`` is its own)."""
+``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``, ``elastic`` those of
+the elastic ones, as ``ALPHA/SIGMA``, and ``layers`` a network by its name in the stage's choices
+(:func:`common.stages.layer_choices`: ``stage`` is its own)."""
 
 
 def overrides_of(setting: dict, networks: dict[str, tuple[str, ...]]) -> dict:
     """The StageSpec fields a grid setting changes (``dropout`` "0.2/0.4" -> both rates, ``layers``
     "dropout" -> the layer strings ``networks`` names so)."""
-    fields = {key: value for key, value in setting.items() if key not in ("dropout", "affine", "layers")}
+    fields = {key: value for key, value in setting.items() if key not in ("dropout", "affine", "elastic", "layers")}
+    if "elastic" in setting:
+        fields["elastic_alpha"], fields["elastic_sigma"] = (float(x) for x in setting["elastic"].split("/"))
     if "layers" in setting:
         fields["layers"] = networks[setting["layers"]]
     if "dropout" in setting:
