@@ -421,3 +421,55 @@ def train_and_record(key: str, spec: StageSpec, seed: int, stamp: str, data, pro
     result.update({"key": key, "stage": spec.name, "seed": seed, "fingerprint": stamp, "settings": spec.settings()})
     result.pop("confusion_matrix", None)
     return result
+
+
+class Runner:
+    """run_or_resume, plus: a run whose fingerprint equals one already finished under another key (in this
+    study, or in the folders ``shared_from``: the regularization ablation's "stage 05 as it is" is the
+    comparison's stage 05, a tuning table's baseline another table's) is copied to its own key instead of
+    trained again."""
+
+    def __init__(self, data, runs_dir: Path, force: bool, progress: bool, sources: tuple[Path, ...] = (),
+                 shared_from: tuple[Path, ...] = ()) -> None:
+        self.data, self.runs_dir = data, runs_dir
+        self.force, self.progress, self.sources = force, progress, sources
+        self.tracker: Progress | None = None
+        self.trained = self.reused = self.shared = 0
+        code_digest()  # read the code now: the cached copy is what this process runs
+        self.finished: dict[str, Path] = {}   # fingerprint -> a saved result with it
+        for folder in shared_from:
+            for path in sorted(folder.rglob("seed*.json")):
+                record, _ = read_record(path)
+                if record is not None and record["status"] == "ok":
+                    self.finished.setdefault(record["fingerprint"], path)
+
+    def check_code(self) -> None:
+        """Stop if the numeric code changed on disk since this process first read it: a result trained
+        now would be saved with the fingerprint of code it did not run."""
+        if code_digest(cached=False) != code_digest():
+            raise UserError("the numeric code (common/nn/ or common/protocol.py) changed while the study ran; the "
+                            "results so far are saved: run the same command again to continue with the new code")
+
+    def run(self, key: str, spec: StageSpec, seed: int) -> dict:
+        self.check_code()
+        stamp = fingerprint(spec, seed)
+        path = run_path(self.runs_dir, key, seed)
+        saved = saved_fingerprint(path) == stamp or any(
+            saved_fingerprint(run_path(folder, key, seed)) == stamp for folder in self.sources)
+        force = self.force
+        if stamp in self.finished and self.finished[stamp] != path and (force or not saved):
+            source = self.finished[stamp]
+            result = json.loads(source.read_text())
+            result["key"] = key
+            atomic_write_json(path, result)
+            print(f"[{key} seed {seed}] same settings as {shown(source.parent)}, sharing its result", flush=True)
+            self.shared += 1
+            force = False
+        elif saved and not force:
+            self.reused += 1
+        else:
+            self.trained += 1
+        result = run_or_resume(key, spec, seed, self.data, self.runs_dir, force, self.progress, self.sources,
+                               self.tracker)
+        self.finished.setdefault(stamp, path)
+        return result

@@ -36,7 +36,7 @@ from common.nn.errors import UserError
 from common.paths import LOCAL_DIR, REPO_ROOT, RESULTS_DIR, shown
 from common.report import provenance_line, render_key, runs_environment, up_to_date
 from common.runner import load_data
-from common.runs import plan_progress, run_or_resume
+from common.runs import Runner, plan_progress
 from common.stages import layer_choices, load_specs
 from common.stats import compare_runs
 
@@ -157,13 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               for setting in settings]
     runs_dir = args.out / "runs" / name
     sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)
-    tracker = plan_progress([(run_key(name, s), trial, seed) for s, trial in trials for seed in seeds],
-                            runs_dir, args.force, sources)
+    # A setting some other tuning table already ran (its baseline, say) is shared, not trained again.
+    runner = Runner(data, runs_dir, args.force, not args.quiet, sources,
+                    shared_from=tuple(dict.fromkeys((COMMITTED_OUT / "runs", args.out / "runs"))))
+    runner.tracker = plan_progress([(run_key(name, s), trial, seed) for s, trial in trials for seed in seeds],
+                                   runs_dir, args.force, sources)
     rows, records = [], []
     for setting, trial in trials:
         for seed in seeds:
-            record = run_or_resume(run_key(name, setting), trial, seed, data, runs_dir, args.force, not args.quiet,
-                                   sources, tracker)
+            record = runner.run(run_key(name, setting), trial, seed)
             ok = record["status"] == "ok"
             rows.append({**setting, "seed": seed, "val_accuracy": record.get("val_accuracy") if ok else None,
                          "train_accuracy": record.get("train_accuracy") if ok else None,

@@ -239,7 +239,7 @@ def test_code_changed_during_the_study_stops_it(tmp_path, monkeypatch) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / name)
     monkeypatch.setattr(runs, "CODE_ROOT", tmp_path)
-    runner = ablations.Runner(None, tmp_path / "runs", force=False, progress=False)
+    runner = runs.Runner(None, tmp_path / "runs", force=False, progress=False)
     runner.check_code()  # unchanged: no error
     with open(runs.numeric_code_files()[0], "a") as file:
         file.write("\nEDITED = True\n")  # code, not a comment: comments do not count

@@ -59,8 +59,30 @@ def test_a_grid_where_everything_diverges_is_reported_and_fails(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [(["--seeds", "-1"], "non-negative"), (["--seeds", "0,0"], "more than once"),
-                                              (["--lr", "0.1,0.1"], "more than once"), (["--lr", "x"], "--lr")])
+                                              (["--lr", "0.1,0.1"], "more than once"), (["--lr", "x"], "--lr"),
+                                              (["--elastic", "34"], "--elastic"), (["--layers", "stage,stage"], "more than once")])
 def test_bad_lists_are_refused_in_one_line(options, message, tmp_path):
     arguments = ["--stage", "03", "--epochs", "1", "--out", str(tmp_path)] + (["--lr", "0.1"] if "--lr" not in options else [])
     with pytest.raises(UserError, match=message):
         tune.main(arguments + options)
+
+
+@needs_mnist
+def test_a_setting_another_table_ran_is_shared_not_trained_again(tmp_path, capsys):
+    common = ["--stage", "03", "--epochs", "1", "--validation-size", "2000", "--out", str(tmp_path), "--quiet"]
+    assert tune.main([*common, "--lr", "0.1", "--name", "first"]) == 0
+    capsys.readouterr()
+    assert tune.main([*common, "--lr", "0.1,0.2", "--name", "second"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training ...") == 1 and "tune-second-lr0.2-epochs1 seed 0] training" in out
+    assert "sharing its result" in out
+    first = pd.read_csv(tmp_path / "first.csv")
+    second = pd.read_csv(tmp_path / "second.csv")
+    assert second.loc[second["lr"] == 0.1, "val_accuracy"].item() == first["val_accuracy"].item()
+
+
+def test_layers_names_the_stage_networks_and_refuses_others(tmp_path):
+    with pytest.raises(UserError, match="no network named 'wide'.*stage, dropout, deeper"):
+        tune.main(["--stage", "07", "--layers", "stage,wide", "--out", str(tmp_path)])
+    assert tune.overrides_of({"layers": "dropout", "elastic": "34/4"}, {"dropout": ("dense 10",)}) == {
+        "layers": ("dense 10",), "elastic_alpha": 34.0, "elastic_sigma": 4.0}
