@@ -656,7 +656,7 @@ def test_stage_07_affine_strengths_as_quoted():
             f"$\\varphi$ up to {spec.affine_shear:g} degrees either way, and $t_x$ and $t_y$ each up to {spec.shift} "
             "pixels either way") in text
     assert "$(13.5, 13.5)$ for $S = 28$" in text and (28 - 1) / 2 == 13.5
-    assert "are not implemented here" in text and "Simard et al., 2003" in text
+    assert "Elastic distortions go further still" in text and "### Elastic distortions" in PAGE
 
 
 # -- FGSM and saliency -------------------------------------------------------------------------------
