@@ -656,7 +656,7 @@ def test_stage_07_affine_strengths_as_quoted():
             f"$\\varphi$ up to {spec.affine_shear:g} degrees either way, and $t_x$ and $t_y$ each up to {spec.shift} "
             "pixels either way") in text
     assert "$(13.5, 13.5)$ for $S = 28$" in text and (28 - 1) / 2 == 13.5
-    assert "are not implemented here" in text and "Simard et al., 2003" in text
+    assert "Elastic distortions go further still" in text and "### Elastic distortions" in PAGE
 
 
 # -- FGSM and saliency -------------------------------------------------------------------------------
@@ -910,3 +910,16 @@ def test_training_compute_worked_example_is_stage_04s():
     assert f"3M - M_1 = {training_multiply_adds_per_example(architecture):,}".replace(",", "{,}") in text
     assert spec.epochs == 30 and spec.train_size in (None, 60_000)
     assert f"\\approx {training_gflop(architecture, spec.epochs * 60_000):.0f}$ GFLOP" in text
+
+
+def test_elastic_fields_shrink_by_14_and_move_pixels_about_1_3():
+    """Elastic distortions: a sigma-4 blur divides a uniform field's spread by about 14, so alpha 34 moves a
+    typical pixel about 1.3 pixels and the farthest about 6."""
+    from common.nn.elastic import elastic_fields, smooth_fields
+
+    raw = np.random.default_rng(0).uniform(-1, 1, (2000, 28, 28))
+    ratio = raw[:, 8:20, 8:20].std() / smooth_fields(raw, 4.0)[:, 8:20, 8:20].std()  # away from the border
+    assert round(ratio) == 14 and "about 14 times smaller" in PAGE
+    fields = elastic_fields(np.random.default_rng(0), 1000, 28, 34.0, 4.0)
+    assert round(float(fields.std()), 1) == 1.3 and round(float(np.abs(fields).max())) == 6
+    assert "about 1.3 pixels, up to about 6" in PAGE and "$\\alpha = 34$" in PAGE and "$\\sigma = 4$" in PAGE
