@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -172,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "seconds": record.get("seconds") if ok else None})
             records.append(record)
     frame = pd.DataFrame(rows)
-    text = write_pages(args.out, name, spec, grid, frame, records, args.validation_size)
+    command = "python experiments/tune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    text = write_pages(args.out, name, spec, grid, frame, records, args.validation_size, command)
     print(text)
     if frame["val_accuracy"].isna().all():
         raise UserError(f"every setting of the grid failed or diverged (see {shown(args.out / name)}.md); "
@@ -181,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write_pages(out: Path, name: str, spec, grid: dict[str, list], frame: pd.DataFrame, records: list[dict],
-                validation_size: int) -> str:
+                validation_size: int, command: str) -> str:
     """``<name>.md`` and ``<name>.csv``, unless already rendered from exactly these runs and this code."""
     key = render_key(records, [Path(__file__), REPO_ROOT / "common" / "report.py", REPO_ROOT / "common" / "stats.py"])
     stamp = out / "runs" / name / "rendered.json"
@@ -189,7 +191,7 @@ def write_pages(out: Path, name: str, spec, grid: dict[str, list], frame: pd.Dat
         print(f"{shown(out / name)}.md is up to date with its {len(records)} runs; nothing written")
         return (out / f"{name}.md").read_text(encoding="utf-8")
     environment = runs_environment([r for r in records if r.get("status") == "ok"] or records)
-    text = tuning_markdown(spec, grid, frame, validation_size, environment)
+    text = tuning_markdown(spec, grid, frame, validation_size, environment, command)
     atomic_write_text(out / f"{name}.md", text)
     atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
     atomic_write_json(stamp, {"rendered_from": key})
@@ -232,8 +234,10 @@ def setting_text(grid: dict[str, list], row) -> str:
     return ", ".join(f"{key} = {int(row[key]) if GRID_OPTIONS[key] is int else row[key]}" for key in grid)
 
 
-def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation_size: int, environment: dict) -> str:
-    """The page: one row per setting (validation accuracy mean ± std over seeds), the best, provenance."""
+def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation_size: int, environment: dict,
+                    command: str) -> str:
+    """The page: one row per setting (validation accuracy mean ± std over seeds), the best, provenance, and
+    ``command``, the one that rendered the whole table (its runs may come from several)."""
     summary = frame.groupby(list(grid), sort=False).agg(
         val_accuracy=("val_accuracy", "mean"), val_std=("val_accuracy", "std"),
         train_accuracy=("train_accuracy", "mean"), seconds=("seconds", "mean"),
@@ -251,7 +255,7 @@ def tuning_markdown(spec, grid: dict[str, list], frame: pd.DataFrame, validation
     spread = " (mean ± std over the seeds)" if summary["seeds"].max() > 1 else ""
     return (f"# Tuning stage {spec.name} on a validation split\n\n"
             f"{validation_size:,} training images held out as validation (seeded); the test set plays no part{spread}.\n\n"
-            f"{table}\n\n{best}\n\n{provenance_line(environment)}\n")
+            f"{table}\n\n{best}\n\n{provenance_line(environment)}\n\nThe whole table: `{command}`.\n")
 
 
 if __name__ == "__main__":

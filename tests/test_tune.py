@@ -19,6 +19,8 @@ def test_tune_writes_mean_and_spread_under_its_name(tmp_path):
     assert frame["val_accuracy"].between(0.8, 1.0).all()
     page = (tmp_path / "03_sweep.md").read_text()
     assert "2,000 training images held out as validation" in page and " ± " in page
+    assert ("The whole table: `python experiments/tune.py --stage 03 --lr 0.1,0.3 --epochs 1 --seeds 0,1 "
+            "--validation-size 2000 --out ") in page
     best = frame.groupby("lr")["val_accuracy"].mean().idxmax()
     assert f"Best on validation: lr = {best}" in page
 
