@@ -45,7 +45,7 @@ def load_spec(path: Path) -> StageSpec:
 def layer_choices(number: str) -> dict[str, tuple[str, ...]]:
     """The networks ``experiments/tune.py --layers`` may try for a stage, by name: ``"stage"`` (its
     ``SPEC.layers``) and those of the script's optional ``LAYER_CHOICES`` dict."""
-    (path,) = [path for found, path in stage_files().items() if found == number] or [None]
+    path = stage_files().get(number)
     if path is None:
         raise UserError(f"no stage {number} in stages/; there are {', '.join(stage_files())}")
     module = load_module(path)

@@ -6,6 +6,7 @@ import pytest
 from mnist_available import needs_mnist
 
 from common.nn.errors import UserError
+from common.stages import layer_choices, load_specs
 from experiments import tune
 
 
@@ -86,5 +87,9 @@ def test_a_setting_another_table_ran_is_shared_not_trained_again(tmp_path, capsy
 def test_layers_names_the_stage_networks_and_refuses_others(tmp_path):
     with pytest.raises(UserError, match="no network named 'wide'.*stage, dropout, deeper"):
         tune.main(["--stage", "07", "--layers", "stage,wide", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="no stage 99"):
+        tune.main(["--stage", "99", "--layers", "stage", "--out", str(tmp_path)])
+    (spec,) = load_specs(["07"]).values()
+    assert layer_choices("07")["stage"] == spec.layers and "dropout 0.5" in layer_choices("07")["dropout"]
     assert tune.overrides_of({"layers": "dropout", "elastic": "34/4"}, {"dropout": ("dense 10",)}) == {
         "layers": ("dense 10",), "elastic_alpha": 34.0, "elastic_sigma": 4.0}
