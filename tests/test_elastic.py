@@ -140,3 +140,23 @@ def test_training_composes_the_affine_map_then_the_elastic_field(monkeypatch):
     trained = train_stage(tiny, 0, data, progress=False)
     assert calls == ["affine", "elastic"] * 2
     assert np.isfinite(trained.probabilities).all()
+
+
+def test_the_stage_figure_distorts_as_training_does():
+    """common.runner draws augmentation.png with the stage's own distortions, in training's order."""
+    from common.nn.augment import random_shift
+    from common.runner import distorted, distortions_text
+
+    (spec,) = load_specs(["07"]).values()
+    images = digits(4)
+    elastic = dataclasses.replace(spec, elastic_alpha=34.0, elastic_sigma=4.0)
+    expected_rng, rng = np.random.default_rng(3), np.random.default_rng(3)
+    expected = random_elastic(random_affine(images, expected_rng, 10.0, 0.1, 10.0, 2), expected_rng, 34.0, 4.0)
+    assert np.array_equal(distorted(elastic, images, rng), expected)
+    shifted_only = dataclasses.replace(elastic, affine_rotation=0.0, affine_scale=0.0, affine_shear=0.0)
+    expected_rng, rng = np.random.default_rng(3), np.random.default_rng(3)
+    expected = random_elastic(random_shift(images, expected_rng, 2), expected_rng, 34.0, 4.0)
+    assert np.array_equal(distorted(shifted_only, images, rng), expected)
+    assert distortions_text(elastic) == ("rotation up to 10°, scale 1 ± 0.1, shear up to 10°, shift up to 2 px; "
+                                         "elastic alpha 34, sigma 4 px")
+    assert distortions_text(shifted_only) == "shift up to 2 px; elastic alpha 34, sigma 4 px"
