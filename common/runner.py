@@ -177,7 +177,7 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
     figures.plot_prediction_example(test.x[index], int(test.y[index]), int(predicted[index]),
                                     probabilities[index], out_dir / "example_prediction.png",
                                     title=f"{spec.name}: random test image #{index}")
-    if spec.affine_rotation or spec.affine_scale or spec.affine_shear or spec.elastic_alpha:
+    if affine_distorts(spec) or spec.elastic_alpha:
         train = trained.splits["train"].x
         chosen = trained.figure_rng.choice(len(train), size=6, replace=False)
         draws = np.stack([distorted(spec, train[chosen], trained.figure_rng) for _ in range(6)], axis=1)
@@ -195,10 +195,15 @@ def write_figures(trained: TrainedStage, metrics: dict, out_dir: Path) -> None:
                                          f"{spec.name}: first-layer weights, one 28x28 tile per hidden unit")
 
 
+def affine_distorts(spec: StageSpec) -> bool:
+    """Whether the stage distorts its training digits by random affine maps (which then include its shift)."""
+    return bool(spec.affine_rotation or spec.affine_scale or spec.affine_shear)
+
+
 def distorted(spec: StageSpec, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``images (B, 784)`` distorted as the stage's training distorts them: the affine map (with the
     shift), then the elastic field, each only if the stage has it."""
-    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+    if affine_distorts(spec):
         images = random_affine(images, rng, spec.affine_rotation, spec.affine_scale, spec.affine_shear, spec.shift)
     elif spec.shift:
         images = random_shift(images, rng, spec.shift)
@@ -210,7 +215,7 @@ def distorted(spec: StageSpec, images: np.ndarray, rng: np.random.Generator) -> 
 def distortions_text(spec: StageSpec) -> str:
     """E.g. ``rotation up to 10°, scale 1 ± 0.1, shear up to 10°, shift up to 2 px; elastic alpha 34, sigma 4 px``."""
     parts = []
-    if spec.affine_rotation or spec.affine_scale or spec.affine_shear:
+    if affine_distorts(spec):
         parts.append(f"rotation up to {spec.affine_rotation:g}°, scale 1 ± {spec.affine_scale:g}, shear up to "
                      f"{spec.affine_shear:g}°, shift up to {spec.shift} px")
     elif spec.shift:

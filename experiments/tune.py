@@ -157,10 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = [(setting, dataclasses.replace(spec, validation_size=args.validation_size, **overrides_of(setting, networks)))
               for setting in settings]
     runs_dir = args.out / "runs" / name
-    sources = () if args.out.resolve() == COMMITTED_OUT.resolve() else (COMMITTED_OUT / "runs" / name,)
+    committed = args.out.resolve() == COMMITTED_OUT.resolve()
+    sources = () if committed else (COMMITTED_OUT / "runs" / name,)
     # A setting some other tuning table already ran (its baseline, say) is shared, not trained again.
-    runner = Runner(data, runs_dir, args.force, not args.quiet, sources,
-                    shared_from=tuple(dict.fromkeys((COMMITTED_OUT / "runs", args.out / "runs"))))
+    shared_from = (COMMITTED_OUT / "runs",) + (() if committed else (args.out / "runs",))
+    runner = Runner(data, runs_dir, args.force, not args.quiet, sources, shared_from)
     runner.tracker = plan_progress([(run_key(name, s), trial, seed) for s, trial in trials for seed in seeds],
                                    runs_dir, args.force, sources)
     rows, records = [], []
