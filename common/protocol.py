@@ -26,6 +26,7 @@ from common.nn.loss import softmax_cross_entropy
 from common.nn.metrics import accuracy, confusion_matrix, precision_recall_f1
 from common.nn.network import FAST_LAYERS, Architecture, Network
 from common.nn.optimizers import OPTIMIZERS, make_optimizer
+from common.nn.recalibrate import recalibrated_record
 from common.nn.schedules import make_schedule
 from common.nn.textbook import Textbook, textbook_parts
 from common.nn.train import train
@@ -91,6 +92,7 @@ class StageSpec:
     affine_shear: float = 0.0       # random shears of up to this many degrees
     elastic_alpha: float = 0.0      # random elastic distortions: smoothed displacements scaled by this (pixels)
     elastic_sigma: float = 0.0      # and smoothed by a Gaussian this many pixels wide
+    recalibrate_batchnorm: bool = False  # after training, batch norm's statistics averaged over clean training digits
     eval_every: int = 1
     reproduces: str = ""            # which source design, if any
     published_accuracy: float | None = None  # as the source published it (a fraction)
@@ -154,6 +156,8 @@ def validate_spec(spec: StageSpec) -> None:
         if not (0 < spec.elastic_alpha <= 100 and 0 < spec.elastic_sigma <= 20):
             raise UserError(f"elastic distortions need alpha above 0 and at most 100 pixels and sigma above 0 and at "
                             f"most 20 pixels; got {spec.elastic_alpha}, {spec.elastic_sigma}")
+    if spec.recalibrate_batchnorm and not any(str(layer).split()[:1] == ["batchnorm"] for layer in spec.layers):
+        raise UserError("recalibrate_batchnorm needs a network with a 'batchnorm' layer")
     spec.architecture()  # validates sizes and dropout rates
 
 @dataclass
@@ -246,6 +250,9 @@ def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = 
                     rng=train_rng, batch_size=spec.batch_size, eval_sets=eval_sets,
                     eval_every=spec.eval_every, lr_schedule=schedule, augment=augment, loss=loss,
                     progress=progress, progress_label=spec.step_label)
+    if spec.recalibrate_batchnorm:  # running statistics re-estimated on the clean training digits
+        history[-1] = recalibrated_record(network, splits["train"].x, spec.batch_size or len(splits["train"].y),
+                                          eval_sets, history[-1], progress)
     probabilities = network.predict_proba(splits["test"].x)
     return TrainedStage(spec, seed, network, history, splits, probabilities, figure_rng,
                         "fast core" if book is None else describe_book(book))

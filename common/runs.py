@@ -56,6 +56,7 @@ FEATURES = {
     "batchnorm": "batch normalization: a 'batchnorm' layer",
     "affine": "random affine distortions: an affine_* setting above 0",
     "elastic": "random elastic distortions: an elastic_* setting above 0",
+    "recalibrate": "batch-norm statistics re-estimated after training: recalibrate_batchnorm",
 }
 """Parts of the core only some runs execute. Each lives in modules whose name contains the feature's word
 and, elsewhere in the core, in statements that name it (an identifier, attribute or string containing the
@@ -68,7 +69,7 @@ def features_used(settings: dict) -> frozenset[str]:
     used = set()
     if any(str(layer).split()[:1] == ["batchnorm"] for layer in settings.get("layers") or ()):
         used.add("batchnorm")
-    for word in ("affine", "elastic"):
+    for word in ("affine", "elastic", "recalibrate"):
         if any(value for key, value in settings.items() if key.startswith(f"{word}_")):
             used.add(word)
     return frozenset(used)

@@ -68,13 +68,23 @@ def elastic_pair(text: str) -> str:
     return "/".join(f"{float(part):g}" for part in parts)
 
 
+def on_off(text: str) -> bool:
+    """``"1"``/``"on"`` -> True, ``"0"``/``"off"`` -> False (a setting that is either done or not)."""
+    choices = {"1": True, "on": True, "0": False, "off": False}
+    if text.lower() not in choices:
+        raise ValueError(text)
+    return choices[text.lower()]
+
+
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
                 "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int,
-                "affine": affine_triple, "elastic": elastic_pair, "layers": str}
+                "affine": affine_triple, "elastic": elastic_pair, "layers": str,
+                "recalibrate_batchnorm": on_off}
 """The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``,
 ``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``, ``elastic`` those of
-the elastic ones, as ``ALPHA/SIGMA``, and ``layers`` a network by its name in the stage's choices
-(:func:`common.stages.layer_choices`: ``stage`` is its own)."""
+the elastic ones, as ``ALPHA/SIGMA``, ``layers`` a network by its name in the stage's choices
+(:func:`common.stages.layer_choices`: ``stage`` is its own), and ``recalibrate_batchnorm`` (``0``/``1``, or
+``off``/``on``) whether batch norm's statistics are re-estimated on clean training digits after training."""
 
 
 def overrides_of(setting: dict, networks: dict[str, tuple[str, ...]]) -> dict:
