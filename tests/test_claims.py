@@ -190,3 +190,35 @@ def test_stage_06_settings_and_claims():
     assert "8 epochs with cosine decay and 2-pixel shifts scored best" in text
     minutes = [run["seconds"] / 60 for run in runs("06")]
     assert len(minutes) == 3 and max(minutes) < 6 and "Each run takes a few minutes" in text
+
+
+def test_stage_07_statistics_pass_was_tried_and_not_adopted():
+    """'scored 0.01 points above keeping the running averages on average, with a standard error of 0.02: not
+    distinguishable', from the three-seed validation table, and the stage keeps the running averages."""
+    from common.stats import difference
+
+    text, readme = docstring("07"), (REPO / "README.md").read_text(encoding="utf-8")
+    readme = " ".join(readme.split())
+    grid = tuning("07_batchnorm_recalibrate").sort_values("seed")
+    on, off = grid[grid["recalibrate_batchnorm"]], grid[~grid["recalibrate_batchnorm"]]
+    assert list(on["seed"]) == list(off["seed"]) == [0, 1, 2]
+    gain = difference(on["val_accuracy"], off["val_accuracy"], list(on["seed"]), list(off["seed"]))
+    assert (round(100 * gain.mean, 2), round(100 * gain.se, 2), gain.distinguishable) == (0.01, 0.02, False)
+    assert ("scored 0.01 points above keeping the running averages on average, with a standard error of 0.02: "
+            "not distinguishable under the one rule") in text
+    assert f"scored {gain.points()} against keeping the running averages, {gain.verdict()}" in readme
+    assert not SPECS["07"].recalibrate_batchnorm and "so the stage keeps them" in text
+
+
+def test_stage_07_elastic_losses_are_mostly_the_statistics():
+    """'0.01 points below the stage instead of 0.33 with the milder distortions, and 0.29 instead of 1.97 with
+    the stronger': the elastic runs with and without the statistics pass, against the stage (elastic 0/0)."""
+    text = docstring("07")
+    stage = tuning("07_batchnorm_elastic").set_index("elastic")["val_accuracy"]
+    grid = tuning("07_batchnorm_recalibrate_elastic").set_index(["elastic", "recalibrate_batchnorm"])["val_accuracy"]
+    below = {(alpha, on): round(100 * (stage["0/0"] - grid[(alpha, on)]), 2)
+             for alpha in ("15/4", "34/4") for on in (False, True)}
+    assert below == {("15/4", True): 0.01, ("15/4", False): 0.33, ("34/4", True): 0.29, ("34/4", False): 1.97}
+    assert all(stage[alpha] == grid[(alpha, False)] for alpha in ("15/4", "34/4"))  # the same runs, shared
+    assert ("scored 0.01 points below the stage instead of 0.33 with the milder distortions, and 0.29 instead "
+            "of 1.97 with the stronger") in text

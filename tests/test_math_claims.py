@@ -923,3 +923,12 @@ def test_elastic_fields_shrink_by_14_and_move_pixels_about_1_3():
     fields = elastic_fields(np.random.default_rng(0), 1000, 28, 34.0, 4.0)
     assert round(float(fields.std()), 1) == 1.3 and round(float(np.abs(fields).max())) == 6
     assert "about 1.3 pixels, up to about 6" in PAGE and "$\\alpha = 34$" in PAGE and "$\\sigma = 4$" in PAGE
+
+
+def test_the_last_22_batches_carry_90_percent_of_the_running_averages():
+    """Batch norm's running averages with momentum 0.1: the last 22 batches are the fewest that carry 90 %."""
+    from common.nn.batchnorm import MOMENTUM
+
+    carried = [1 - (1 - MOMENTUM) ** steps for steps in range(1, 40)]
+    assert next(steps for steps, weight in enumerate(carried, start=1) if weight >= 0.9) == 22
+    assert "the last 22 batches carry 90 % of the weight" in PAGE and "$0.1 \\cdot 0.9^t$" in PAGE

@@ -63,7 +63,8 @@ def test_a_grid_where_everything_diverges_is_reported_and_fails(tmp_path):
 
 @pytest.mark.parametrize("options, message", [(["--seeds", "-1"], "non-negative"), (["--seeds", "0,0"], "more than once"),
                                               (["--lr", "0.1,0.1"], "more than once"), (["--lr", "x"], "--lr"),
-                                              (["--elastic", "34"], "--elastic"), (["--layers", "stage,stage"], "more than once")])
+                                              (["--elastic", "34"], "--elastic"), (["--layers", "stage,stage"], "more than once"),
+                                              (["--recalibrate-batchnorm", "yes"], "--recalibrate-batchnorm")])
 def test_bad_lists_are_refused_in_one_line(options, message, tmp_path):
     arguments = ["--stage", "03", "--epochs", "1", "--out", str(tmp_path)] + (["--lr", "0.1"] if "--lr" not in options else [])
     with pytest.raises(UserError, match=message):
@@ -93,3 +94,10 @@ def test_layers_names_the_stage_networks_and_refuses_others(tmp_path):
     assert layer_choices("07")["stage"] == spec.layers and "dropout 0.5" in layer_choices("07")["dropout"]
     assert tune.overrides_of({"layers": "dropout", "elastic": "34/4"}, {"dropout": ("dense 10",)}) == {
         "layers": ("dense 10",), "elastic_alpha": 34.0, "elastic_sigma": 4.0}
+
+
+def test_recalibration_is_a_grid_of_on_and_off():
+    assert [tune.on_off(text) for text in ("0", "1", "off", "ON")] == [False, True, False, True]
+    assert tune.overrides_of({"recalibrate_batchnorm": True}, {}) == {"recalibrate_batchnorm": True}
+    with pytest.raises(ValueError):
+        tune.on_off("2")

@@ -1,13 +1,13 @@
 """After training, re-estimate every batch-normalization layer's running statistics on clean training digits.
 
 During training a batch-norm layer keeps running averages of its batches' mean and variance, each step
-moving them 10 % of the way to the new batch's values (``batchnorm.MOMENTUM``): at the end they mostly
-remember the last twenty or so batches, of *distorted* digits (rotated, zoomed, sheared, shifted) seen
+moving them 10 % of the way to the new batch's values (``batchnorm.MOMENTUM``): at the end the last 22
+batches carry 90 % of their weight, batches of *distorted* digits (rotated, zoomed, sheared, shifted) seen
 while the weights were still moving. Prediction uses those averages on clean, centred test digits. Here one
 more pass over the training images, undistorted and with the final weights, replaces them by the plain
 average of every batch's statistics (the "precise batch norm" of Wu and Johnson, 2021, "Rethinking 'Batch'
 in BatchNorm"), with clean digits because those are what the network will be asked about. No parameter
-changes, no test or validation image is used; the pass costs about a third of one training epoch.
+changes, no test or validation image is used; the pass is a forward pass alone, a fraction of an epoch.
 """
 from __future__ import annotations
 
