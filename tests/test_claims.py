@@ -222,3 +222,20 @@ def test_stage_07_elastic_losses_are_mostly_the_statistics():
     assert all(stage[alpha] == grid[(alpha, False)] for alpha in ("15/4", "34/4"))  # the same runs, shared
     assert ("scored 0.01 points below the stage instead of 0.33 with the milder distortions, and 0.29 instead "
             "of 1.97 with the stronger") in text
+
+
+def test_stage_07_twenty_epochs_with_three_seeds():
+    """'20 epochs scored 0.02 points above 15 on average, with a standard error of 0.02: not distinguishable',
+    and the stage keeps 15."""
+    from common.stats import difference
+
+    text, readme = docstring("07"), " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    grid = tuning("07_batchnorm_epochs_3seeds").sort_values("seed")
+    twenty, fifteen = grid[grid["epochs"] == 20], grid[grid["epochs"] == 15]
+    assert list(twenty["seed"]) == list(fifteen["seed"]) == [0, 1, 2]
+    gain = difference(twenty["val_accuracy"], fifteen["val_accuracy"], [0, 1, 2], [0, 1, 2])
+    assert (round(100 * gain.mean, 2), round(100 * gain.se, 2), gain.distinguishable) == (0.02, 0.02, False)
+    assert ("20 epochs scored 0.02 points above 15 on average, with a standard error of 0.02: not "
+            "distinguishable under the one rule") in text
+    assert f"20 epochs scored {gain.points()} against 15, {gain.verdict()} under the one rule" in readme
+    assert SPECS["07"].epochs == 15 and "keeps 15 epochs" in text
