@@ -192,17 +192,26 @@ def test_stage_06_settings_and_claims():
     assert len(minutes) == 3 and max(minutes) < 6 and "Each run takes a few minutes" in text
 
 
+def readme_text() -> str:
+    """The README on one line: claims may wrap."""
+    return " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+
+
+def three_seed_gain(frame: pd.DataFrame, column: str, value, baseline):
+    """The one rule's paired difference in validation accuracy between the rows where ``column`` is ``value``
+    and those where it is ``baseline``, each with seeds 0, 1 and 2."""
+    from common.stats import difference
+
+    frame = frame.sort_values("seed")
+    a, b = frame[frame[column] == value], frame[frame[column] == baseline]
+    assert list(a["seed"]) == list(b["seed"]) == [0, 1, 2]
+    return difference(a["val_accuracy"], b["val_accuracy"], [0, 1, 2], [0, 1, 2])
+
 def test_stage_07_statistics_pass_was_tried_and_not_adopted():
     """'scored 0.01 points above keeping the running averages on average, with a standard error of 0.02: not
     distinguishable', from the three-seed validation table, and the stage keeps the running averages."""
-    from common.stats import difference
-
-    text, readme = docstring("07"), (REPO / "README.md").read_text(encoding="utf-8")
-    readme = " ".join(readme.split())
-    grid = tuning("07_batchnorm_recalibrate").sort_values("seed")
-    on, off = grid[grid["recalibrate_batchnorm"]], grid[~grid["recalibrate_batchnorm"]]
-    assert list(on["seed"]) == list(off["seed"]) == [0, 1, 2]
-    gain = difference(on["val_accuracy"], off["val_accuracy"], list(on["seed"]), list(off["seed"]))
+    text, readme = docstring("07"), readme_text()
+    gain = three_seed_gain(tuning("07_batchnorm_recalibrate"), "recalibrate_batchnorm", True, False)
     assert (round(100 * gain.mean, 2), round(100 * gain.se, 2), gain.distinguishable) == (0.01, 0.02, False)
     assert ("scored 0.01 points above keeping the running averages on average, with a standard error of 0.02: "
             "not distinguishable under the one rule") in text
@@ -227,13 +236,8 @@ def test_stage_07_elastic_losses_are_mostly_the_statistics():
 def test_stage_07_twenty_epochs_with_three_seeds():
     """'20 epochs scored 0.02 points above 15 on average, with a standard error of 0.02: not distinguishable',
     and the stage keeps 15."""
-    from common.stats import difference
-
-    text, readme = docstring("07"), " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
-    grid = tuning("07_batchnorm_epochs_3seeds").sort_values("seed")
-    twenty, fifteen = grid[grid["epochs"] == 20], grid[grid["epochs"] == 15]
-    assert list(twenty["seed"]) == list(fifteen["seed"]) == [0, 1, 2]
-    gain = difference(twenty["val_accuracy"], fifteen["val_accuracy"], [0, 1, 2], [0, 1, 2])
+    text, readme = docstring("07"), readme_text()
+    gain = three_seed_gain(tuning("07_batchnorm_epochs_3seeds"), "epochs", 20, 15)
     assert (round(100 * gain.mean, 2), round(100 * gain.se, 2), gain.distinguishable) == (0.02, 0.02, False)
     assert ("20 epochs scored 0.02 points above 15 on average, with a standard error of 0.02: not "
             "distinguishable under the one rule") in text
