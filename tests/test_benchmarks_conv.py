@@ -84,6 +84,51 @@ def test_summary_medians_ratio_and_targets():
         assert text in section
 
 
+def test_pytorch_counts_its_faster_memory_format():
+    """PyTorch at its best: the format with the lower median is its time, the ratio and the
+    per-round ratios come from that format's rounds, and the page shows both with the counted one marked."""
+    rounds = [
+        {"library": "ours", "round": 1, "epoch_seconds": [3.0, 3.0]},
+        {"library": "pytorch", "round": 1, "epoch_seconds": [2.0, 2.2], "torch_memory_format": "contiguous"},
+        {"library": "pytorch", "round": 1, "epoch_seconds": [1.5, 1.5], "torch_memory_format": "channels_last"},
+        {"library": "ours", "round": 2, "epoch_seconds": [3.3, 3.3]},
+        {"library": "pytorch", "round": 2, "epoch_seconds": [2.4, 2.0], "torch_memory_format": "contiguous"},
+        {"library": "pytorch", "round": 2, "epoch_seconds": [1.5, 1.4], "torch_memory_format": "channels_last"},
+    ]
+    summary = conv_speed.summarize(rounds, {})
+    assert summary["pytorch_memory_format"] == "channels_last"
+    assert list(summary["pytorch_memory_formats"]) == ["channels_last", "contiguous"]  # fastest first
+    assert summary["pytorch_memory_formats"]["contiguous"] == {"median": 2.1, "range": [2.0, 2.4]}
+    assert summary["seconds_per_epoch"]["pytorch"] == 1.5 and summary["seconds_per_epoch_range"]["pytorch"] == [1.4, 1.5]
+    assert summary["ratio_vs_pytorch"] == pytest.approx(3.15 / 1.5)
+    assert summary["ratio_per_round"] == pytest.approx([3.0 / 1.5, 3.3 / 1.45])
+    record = {**fake_conv(), **summary, "rounds": rounds}
+    table = conv_speed.library_table(record)
+    assert "| PyTorch CPU (the faster: counted) | NCHW (native), oneDNN / ATen, channels-last memory" in table
+    assert "contiguous NCHW memory" in table and table.count("PyTorch CPU") == 2
+    assert "the faster here, channels-last memory, is PyTorch's time" in conv_speed.render_section(record)
+
+
+def test_a_pytorch_worker_trains_in_one_memory_format(capsys):
+    with pytest.raises(SystemExit):
+        conv_speed.main(["--torch-memory-format", "both"])
+    assert "invalid choice" in capsys.readouterr().err
+    args = conv_speed.parse_args(["--worker", "pytorch", "--worker-result", "r.json", "--torch-memory-format", "best"])
+    with pytest.raises(conv_speed.UserError, match="one memory format"):
+        conv_speed.worker(args)
+
+
+def test_the_cpu_is_described_with_its_vector_instructions():
+    intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum\ncpu family\t: 6\nmodel\t\t: 85\nflags\t\t: fma avx2 avx512f\n"
+    assert harness.cpu_description(intel) == "Intel(R) Xeon(R) Platinum (family 6, model 85), AVX-512"
+    amd = "model name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 49\nflags\t\t: avx avx2\nmodel name\t: other\n"
+    assert harness.cpu_description(amd) == "AMD EPYC (family 23, model 49), AVX2"
+    assert harness.cpu_description("flags\t: sse2\n").endswith(", no AVX")
+    lines = harness.environment_lines({**fake_conv()["environment"], "cpu": "AMD EPYC (family 23, model 49), AVX2"})
+    assert any(line.endswith("CPUs: 2 (AMD EPYC (family 23, model 49), AVX2)") for line in lines)
+    assert any(line.endswith("CPUs: 2") for line in harness.environment_lines(fake_conv()["environment"]))
+
+
 def test_missing_pytorch_is_a_skipped_row_not_a_figure():
     conv = fake_conv(with_pytorch=False)
     assert conv["seconds_per_epoch"]["pytorch"] is None and conv["ratio_vs_pytorch"] is None
@@ -276,7 +321,13 @@ def test_quick_run_with_pytorch(tmp_path):
     assert conv_speed.main([*SMOKE, "--train-size", "512", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "benchmark.json").read_text())
     conv = record["conv"]
-    assert [r["library"] for r in conv["rounds"]] == ["ours", "pytorch"]  # each in its own process
+    # each in its own process; PyTorch in both memory formats, the faster counted
+    assert [(r["library"], r.get("torch_memory_format")) for r in conv["rounds"]] == \
+        [("ours", None), ("pytorch", "contiguous"), ("pytorch", "channels_last")]
+    formats = conv["pytorch_memory_formats"]
+    assert conv["pytorch_memory_format"] == min(formats, key=lambda fmt: formats[fmt]["median"])
+    assert conv["settings"]["torch_memory_format"] == conv["pytorch_memory_format"]
+    assert conv["seconds_per_epoch"]["pytorch"] == formats[conv["pytorch_memory_format"]]["median"]
     assert conv["seconds_per_epoch"]["pytorch"] > 0
     assert record["conv_ratio_vs_pytorch"] == pytest.approx(conv["seconds_per_epoch"]["ours"]
                                                             / conv["seconds_per_epoch"]["pytorch"])
@@ -379,7 +430,7 @@ def test_quick_run_of_stage_07_keeps_stage_06(tmp_path):
     assert conv_speed.main([*SMOKE, "--stage", "07", "--train-size", "512", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "benchmark.json").read_text())
     bn = record["bn_conv"]
-    assert [r["library"] for r in bn["rounds"]] == ["ours", "pytorch"]  # each in its own process
+    assert [r["library"] for r in bn["rounds"]] == ["ours", "pytorch", "pytorch"]  # each in its own process; PyTorch in both formats
     assert bn["settings"]["stage"] == "07" and "batchnorm" in bn["settings"]["layers"]
     assert bn["settings"]["num_parameters"] == conv_speed.load_conv_spec("07").architecture().num_parameters
     assert all(r["num_parameters"] == bn["settings"]["num_parameters"] for r in bn["rounds"])
