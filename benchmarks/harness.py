@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -240,30 +239,6 @@ def load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def cpu_description(cpuinfo: str | None = None) -> str:
-    """The CPU's model name and its widest vector instructions, e.g. ``AMD EPYC (family 23, model 49), AVX2``.
-
-    The ratios against PyTorch depend on the CPU, not only on its speed: PyTorch's convolutions
-    (oneDNN) use AVX-512 where the CPU has it, and gain more from it than OpenBLAS's products. Read
-    from Linux's ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); elsewhere
-    ``platform.processor()`` without the instructions.
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return platform.processor() or "unknown"
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first CPU's
-    flags = set(fields.get("flags", "").split())
-    vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
-                  "no AVX")
-    family = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields and "model" in fields else ""
-    return f"{fields.get('model name') or platform.processor() or 'unknown'}{family}, {vector}"
-
-
 def run_environment(threads: int, load_start: float | None, argv: Sequence[str] | None = None,
                     script: str | Path | None = None, env_threads: int | None = None) -> dict:
     """The ``environment`` record of a benchmark run (what :func:`environment_lines` prints): machine,
@@ -271,8 +246,7 @@ def run_environment(threads: int, load_start: float | None, argv: Sequence[str] 
     command, and the 1-minute load average at the start and now."""
     from common.environment import describe_environment
 
-    return {**describe_environment(), "cpu": cpu_description(), **library_versions(), "commit": short_commit(),
-            "threads": threads,
+    return {**describe_environment(), **library_versions(), "commit": short_commit(), "threads": threads,
             "thread_env": worker_thread_env(env_threads), "command": command_line(argv, script),
             "load_average_1min": [load_start, load_average()]}
 

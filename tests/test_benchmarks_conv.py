@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mnist_available import needs_mnist
 
-from common import torch_twin
+from common import environment, torch_twin
 
 import compare_libraries
 import conv_speed
@@ -120,10 +120,10 @@ def test_a_pytorch_worker_trains_in_one_memory_format(capsys):
 
 def test_the_cpu_is_described_with_its_vector_instructions():
     intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum\ncpu family\t: 6\nmodel\t\t: 85\nflags\t\t: fma avx2 avx512f\n"
-    assert harness.cpu_description(intel) == "Intel(R) Xeon(R) Platinum (family 6, model 85), AVX-512"
+    assert environment.cpu_description(intel) == "Intel(R) Xeon(R) Platinum (family 6, model 85), AVX-512"
     amd = "model name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 49\nflags\t\t: avx avx2\nmodel name\t: other\n"
-    assert harness.cpu_description(amd) == "AMD EPYC (family 23, model 49), AVX2"
-    assert harness.cpu_description("flags\t: sse2\n").endswith(", no AVX")
+    assert environment.cpu_description(amd) == "AMD EPYC (family 23, model 49), AVX2"
+    assert environment.cpu_description("flags\t: sse2\n").endswith(", no AVX")
     lines = harness.environment_lines({**fake_conv()["environment"], "cpu": "AMD EPYC (family 23, model 49), AVX2"})
     assert any(line.endswith("CPUs: 2 (AMD EPYC (family 23, model 49), AVX2)") for line in lines)
     assert any(line.endswith("CPUs: 2") for line in harness.environment_lines(fake_conv()["environment"]))
