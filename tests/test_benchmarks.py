@@ -270,6 +270,17 @@ def test_readme_speed_summary_matches_the_committed_benchmark():
                    f"alone take {bound['width']['matmul_only']:.2f}x PyTorch's whole epoch"):
         assert quoted in summary, quoted
     assert bench["pytorch_best"] == "pytorch_fused"  # "fused Adam" in the summary
+    # "measured side by side on the 2-core machine described there, an AMD EPYC with AVX2": all four
+    # figures' records name one CPU, the one the summary names
+    cpus = {bench[key]["cpu"] if key == "environment" else bench[key]["environment"].get("cpu")
+            for key in ("environment", "conv", "bn_conv")}
+    assert len(cpus) == 1 and None not in cpus, cpus
+    cpu = cpus.pop()
+    assert f"an {cpu.split(' (')[0]} with {cpu.rsplit(', ', 1)[1]}" in summary
+    for key in ("conv", "bn_conv"):  # "the faster of its two memory formats"
+        assert len(bench[key]["pytorch_memory_formats"]) == 2
+    # the busy-machine paragraph's figures come from the earlier machine, which recorded no CPU
+    assert "cpu" not in bench["under_load"]["environment"] and "on that earlier 2-core AVX-512 machine" in section
 
 
 # --------------------------------------------------------------------------- the scripts' layout
