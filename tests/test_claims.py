@@ -243,3 +243,16 @@ def test_stage_07_twenty_epochs_with_three_seeds():
             "distinguishable under the one rule") in text
     assert f"20 epochs scored {gain.points()} against 15, {gain.verdict()} under the one rule" in readme
     assert SPECS["07"].epochs == 15 and "keeps 15 epochs" in text
+
+
+def test_stage_07_weight_decay_with_three_seeds():
+    """'decoupled weight decay 0.05 ... scored 0.02 points above none on average, with a standard error of 0.01
+    (0.017 and 0.012 unrounded): not distinguishable', and the stage keeps none."""
+    text, readme = docstring("07"), readme_text()
+    gain = three_seed_gain(tuning("07_batchnorm_weight_decay"), "weight_decay", 0.05, 0.0)
+    assert (round(100 * gain.mean, 3), round(100 * gain.se, 3), gain.distinguishable) == (0.017, 0.012, False)
+    assert ("scored 0.02 points above none on average, with a standard error of 0.01 (0.017 and 0.012 unrounded): "
+            "not distinguishable under the one rule") in text
+    assert (f"decoupled weight decay 0.05 scored {gain.points()} against none (0.017 and 0.012 unrounded), "
+            f"{gain.verdict()} under the one rule") in readme
+    assert SPECS["07"].weight_decay == 0 and "so the stage keeps none" in text
