@@ -21,12 +21,12 @@ libraries: the batch's statistics, and the running averages updated every step.
   ``torch.optim.Adam(fused=True)`` when it runs on the CPU (else ``foreach=True``), the data as
   two pre-made tensors (images already NCHW) indexed with a new ``torch.randperm`` every epoch (no
   ``DataLoader``: measured 1.6x slower), ``torch.set_num_threads`` equal to our thread count.
-  PyTorch has two ways to store the images and conv weights, and which is faster depends on the
-  CPU: contiguous NCHW, and channels-last (NHWC in memory, still NCHW in shape; oneDNN's
-  preferred format). So every round trains PyTorch in both, each in its own process, and the
-  faster one (median over all its epochs) is PyTorch's time: PyTorch at its best, as the other
-  benchmarks measure it. Measured: channels-last a little faster on an AVX-512 server CPU, and
-  1.5x faster on a 2-core AMD EPYC (Zen 2, AVX2). ``--torch-memory-format nchw`` or
+  PyTorch has two ways to store the images and conv weights: contiguous NCHW, and channels-last
+  (NHWC in memory, still NCHW in shape; oneDNN's preferred format), and which is faster depends on
+  the CPU and the network (the committed records show both: within a few per cent of each other
+  here, a different one faster for each network). So every round trains PyTorch in both, each in
+  its own process, and the faster one (median over all its epochs) is PyTorch's time: PyTorch at
+  its best, as the other benchmarks measure it. ``--torch-memory-format nchw`` or
   ``channels-last`` measures one only.
 
 Each library and each round runs in its own process (this script again, with an internal
