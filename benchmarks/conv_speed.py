@@ -100,6 +100,7 @@ LAYOUTS = {"ours": "NHWC, im2col + BLAS", "pytorch": "NCHW (native), oneDNN / AT
 # PyTorch's two ways to store images and conv weights (its name for each, and how the pages say it)
 MEMORY_FORMATS = {"contiguous": "contiguous NCHW memory", "channels_last": "channels-last memory"}
 FORMAT_CHOICES = {"best": ("contiguous", "channels_last"), "nchw": ("contiguous",), "channels-last": ("channels_last",)}
+FORMAT_OPTION = {formats[0]: option for option, formats in FORMAT_CHOICES.items() if len(formats) == 1}  # a worker trains in one
 TARGET, STRETCH = 2.0, 1.5
 QUICK_TRAIN_SIZE = 2048
 SECTION = CONV_SECTION  # stage 06's
@@ -242,7 +243,7 @@ def run_round(library: str, args: argparse.Namespace, seed: int, threads: int,
     if args.data_dir:
         arguments += ["--data-dir", args.data_dir]
     if library == "pytorch":
-        arguments += ["--torch-memory-format", "channels-last" if memory_format == "channels_last" else "nchw"]
+        arguments += ["--torch-memory-format", FORMAT_OPTION[memory_format]]
     return run_worker(__file__, arguments, args.threads, f"{library} round")
 
 
@@ -492,7 +493,7 @@ def run_settings(spec, args: argparse.Namespace, rounds: list[dict], threads: in
         "torch_optimizer": torch_rounds[0]["optimizer"] if torch_rounds else None,
         "torch_layout": "NCHW", "ours_layout": "NHWC",
         "torch_memory_format": memory_format,  # PyTorch's counted format (the faster, with best)
-        "torch_memory_formats": [fmt for fmt in FORMAT_CHOICES[args.torch_memory_format]] if torch_rounds else [],
+        "torch_memory_formats": list(FORMAT_CHOICES[args.torch_memory_format]) if torch_rounds else [],
     }
 
 

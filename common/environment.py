@@ -47,10 +47,9 @@ def blas_name() -> str:
 def cpu_description(cpuinfo: str | None = None) -> str:
     """The CPU's model name and its widest vector instructions, e.g. ``AMD EPYC (family 23, model 49), AVX2``.
 
-    The ratios against PyTorch depend on the CPU, not only on its speed: PyTorch's convolutions
-    (oneDNN) use AVX-512 where the CPU has it, and gain more from it than OpenBLAS's products. Read
-    from Linux's ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); elsewhere
-    ``platform.processor()`` without the instructions.
+    Recorded because speed ratios between libraries depend on the instructions a CPU has, not only on
+    its speed (``benchmarks/README.md``). Read from Linux's ``/proc/cpuinfo`` (``cpuinfo``: its text,
+    for tests); elsewhere ``platform.processor()`` without the instructions.
     """
     if cpuinfo is None:
         try:
@@ -64,7 +63,8 @@ def cpu_description(cpuinfo: str | None = None) -> str:
     flags = set(fields.get("flags", "").split())
     vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
                   "no AVX")
-    family = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields and "model" in fields else ""
+    family = (f" (family {fields['cpu family']}, model {fields['model']})"
+              if "cpu family" in fields and "model" in fields else "")
     return f"{fields.get('model name') or platform.processor() or 'unknown'}{family}, {vector}"
 
 
