@@ -21,6 +21,7 @@ from common.nn.augment import random_shift
 from common.nn.elastic import random_elastic
 from common.nn.errors import UserError
 from common.nn.init import INITIALIZERS
+from common.nn.label_smoothing import label_smoothing_loss
 from common.nn.layers import ACTIVATIONS
 from common.nn.loss import softmax_cross_entropy
 from common.nn.metrics import accuracy, confusion_matrix, precision_recall_f1
@@ -93,6 +94,7 @@ class StageSpec:
     elastic_alpha: float = 0.0      # random elastic distortions: smoothed displacements scaled by this (pixels)
     elastic_sigma: float = 0.0      # and smoothed by a Gaussian this many pixels wide
     recalibrate_batchnorm: bool = False  # after training, batch norm's statistics averaged over clean training digits
+    label_smoothing: float = 0.0    # train towards 1 - this on the label and this / 10 on every class
     eval_every: int = 1
     reproduces: str = ""            # which source design, if any
     published_accuracy: float | None = None  # as the source published it (a fraction)
@@ -158,6 +160,8 @@ def validate_spec(spec: StageSpec) -> None:
                             f"most 20 pixels; got {spec.elastic_alpha}, {spec.elastic_sigma}")
     if spec.recalibrate_batchnorm and not any(str(layer).split()[:1] == ["batchnorm"] for layer in spec.layers):
         raise UserError("recalibrate_batchnorm needs a network with a 'batchnorm' layer")
+    if spec.label_smoothing and not 0 < spec.label_smoothing < 1:
+        raise UserError(f"label smoothing must be at least 0 and below 1, got {spec.label_smoothing}")
     spec.architecture()  # validates sizes and dropout rates
 
 @dataclass
@@ -240,6 +244,8 @@ def train_stage(spec: StageSpec, seed: int, data: mnist.MNIST, progress: bool = 
         distort = augment
         augment = lambda x, rng: random_elastic(x if distort is None else distort(x, rng), rng,  # noqa: E731
                                                 spec.elastic_alpha, spec.elastic_sigma)
+    if spec.label_smoothing:  # smoothed targets instead of one-hot ones; the textbook's loss is replaced too
+        loss = label_smoothing_loss(spec.label_smoothing, textbook=book is not None)
     eval_sets = {name: (split.x, split.y) for name, split in splits.items()}
     if progress:
         print(f"stage {spec.name}: {spec.architecture().describe()}, {spec.optimizer_label()}, "

@@ -57,6 +57,7 @@ FEATURES = {
     "affine": "random affine distortions: an affine_* setting above 0",
     "elastic": "random elastic distortions: an elastic_* setting above 0",
     "recalibrate": "batch-norm statistics re-estimated after training: recalibrate_batchnorm",
+    "label_smoothing": "cross-entropy against smoothed targets: label_smoothing above 0",
 }
 """Parts of the core only some runs execute. Each lives in modules whose name contains the feature's word
 and, elsewhere in the core, in statements that name it (an identifier, attribute or string containing the
@@ -69,10 +70,15 @@ def features_used(settings: dict) -> frozenset[str]:
     used = set()
     if any(str(layer).split()[:1] == ["batchnorm"] for layer in settings.get("layers") or ()):
         used.add("batchnorm")
-    for word in ("affine", "elastic", "recalibrate"):
-        if any(value for key, value in settings.items() if key.startswith(f"{word}_")):
+    for word in ("affine", "elastic", "recalibrate", "label_smoothing"):
+        if any(value for key, value in settings.items() if is_feature_setting(key, word)):
             used.add(word)
     return frozenset(used)
+
+
+def is_feature_setting(key: str, word: str) -> bool:
+    """Whether the setting ``key`` belongs to the feature ``word``: it is the word, or starts with ``word_``."""
+    return key == word or key.startswith(f"{word}_")
 
 
 def _names_feature(node: ast.AST, word: str) -> bool:
@@ -242,7 +248,7 @@ def fingerprint(spec: StageSpec, seed: int) -> str:
     everything = spec.settings()
     features = features_used(everything)
     numeric = {key: value for key, value in everything.items()
-               if key not in DESCRIPTIVE and not any(key.startswith(f"{word}_") and word not in features
+               if key not in DESCRIPTIVE and not any(is_feature_setting(key, word) and word not in features
                                                      for word in FEATURES)}
     settings = json.dumps({"settings": numeric, "seed": seed}, sort_keys=True)
     return hashlib.sha256((settings + code_digest(features=features)).encode()).hexdigest()[:16]

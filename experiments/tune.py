@@ -79,12 +79,13 @@ def on_off(text: str) -> bool:
 GRID_OPTIONS = {"lr": float, "epochs": int, "schedule": str, "batch_size": int, "hidden_dropout": float,
                 "input_dropout": float, "dropout": dropout_pair, "weight_decay": float, "shift": int, "warmup": int,
                 "affine": affine_triple, "elastic": elastic_pair, "layers": str,
-                "recalibrate_batchnorm": on_off}
+                "recalibrate_batchnorm": on_off, "label_smoothing": float}
 """The settings a grid can vary; ``dropout`` sets input and hidden rates together, as ``IN/HIDDEN``,
 ``affine`` the three strengths of the affine distortions, as ``ROTATION/SCALE/SHEAR``, ``elastic`` those of
 the elastic ones, as ``ALPHA/SIGMA``, ``layers`` a network by its name in the stage's choices
 (:func:`common.stages.layer_choices`: ``stage`` is its own), and ``recalibrate_batchnorm`` (``0``/``1``, or
-``off``/``on``) whether batch norm's statistics are re-estimated on clean training digits after training."""
+``off``/``on``) whether batch norm's statistics are re-estimated on clean training digits after training;
+``label_smoothing`` the share of the target spread over all classes (``0``: plain cross-entropy)."""
 
 
 def overrides_of(setting: dict, networks: dict[str, tuple[str, ...]]) -> dict:
