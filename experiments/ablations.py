@@ -499,17 +499,18 @@ def normalization_ablation(quick: bool) -> Ablation:
     plain = tuple(layer for layer in load_specs([NORMALIZATION_STAGE])[NORMALIZATION_STAGE].layers
                   if layer != "batchnorm")
     no_affine = {"affine_rotation": 0.0, "affine_scale": 0.0, "affine_shear": 0.0}
+    no_batchnorm = {"recalibrate_batchnorm": False}  # no statistics to re-estimate
     return Ablation(
         "normalization", "stage 07's two ideas, batch normalization and affine distortions, one removed at a time",
-        frozenset({"layers", "affine_rotation", "affine_scale", "affine_shear"}),
+        frozenset({"layers", "recalibrate_batchnorm", "affine_rotation", "affine_scale", "affine_shear"}),
         "every variant is stage 07's design and budget (its learning rate included, chosen with batch "
         "normalization) with one idea removed; without the affine distortions the digits are still shifted by up "
         "to 2 pixels, as in stage 06",
         dict(QUICK) if quick else {},
         (Variant("all", "stage 07 as it is", {}),
-         Variant("no-batchnorm", "no batch normalization", {"layers": plain}),
+         Variant("no-batchnorm", "no batch normalization", {"layers": plain, **no_batchnorm}),
          Variant("no-affine", "shifts only, no affine distortions", no_affine),
-         Variant("neither", "neither", {"layers": plain, **no_affine})),
+         Variant("neither", "neither", {"layers": plain, **no_batchnorm, **no_affine})),
         "epoch", read_normalization, stage=NORMALIZATION_STAGE)
 
 

@@ -76,9 +76,10 @@ SPEC = StageSpec(
             "conv 64 5x5 valid", "maxpool", "batchnorm", "relu",  # -> (8, 8, 64) -> (4, 4, 64)
             "flatten", "dense 256", "batchnorm", "relu", "dense 10"),  # 1,024 -> 256 -> 10
     init="he",
-    optimizer="adam", lr=0.001, schedule="cosine",
+    optimizer="adam", lr=0.001, schedule="cosine", weight_decay=0.05,
     epochs=15, batch_size=128, shift=2,
     affine_rotation=10.0, affine_scale=0.1, affine_shear=10.0,
+    recalibrate_batchnorm=True,
     eval_every=5,
     quick={"epochs": 2, "train_size": 5000, "eval_every": 1,
            "layers": ("reshape 28x28x1", "conv 8 5x5 valid", "maxpool", "batchnorm", "relu", "flatten", "dense 10")},

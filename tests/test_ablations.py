@@ -74,7 +74,7 @@ def test_each_ablation_varies_one_idea(quick: bool) -> None:
                "init": {"init", "init_scale", "optimizer", "lr"},  # the one extra Adam row changes the optimizer
                "data_budget": {"train_size", "epochs", "eval_every"}, "batch_size": {"batch_size", "lr"},
                "regularization": {"sizes", "input_dropout", "hidden_dropout", "shift", "weight_decay", "warmup"},
-               "normalization": {"layers", "affine_rotation", "affine_scale", "affine_shear"}}
+               "normalization": {"layers", "recalibrate_batchnorm", "affine_rotation", "affine_scale", "affine_shear"}}
     bases = load_specs(["04", "05", "07"])
     built = ablations.build_ablations(quick)
     assert [a.name for a in built] == ablations.ABLATION_NAMES == list(allowed)

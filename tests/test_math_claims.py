@@ -932,3 +932,21 @@ def test_the_last_22_batches_carry_90_percent_of_the_running_averages():
     carried = [1 - (1 - MOMENTUM) ** steps for steps in range(1, 40)]
     assert next(steps for steps, weight in enumerate(carried, start=1) if weight >= 0.9) == 22
     assert "the last 22 batches carry 90 % of the weight" in PAGE and "$0.1 \\cdot 0.9^t$" in PAGE
+
+
+def test_label_smoothing_margin_and_smallest_loss():
+    """Label smoothing 0.1 over 10 classes: targets 0.91 and 0.01, a logit gap of ln 91 = 4.5 where the gradient
+    vanishes, and a smallest loss (the targets' entropy) of 0.50."""
+    from common.nn.label_smoothing import label_smoothing_cross_entropy, smoothed_targets
+
+    targets = smoothed_targets(np.array([0]), 10, 0.1, np.float64)[0]
+    assert targets[0] == pytest.approx(0.91) and targets[1] == pytest.approx(0.01)
+    gap = math.log(targets[0] / targets[1])
+    assert targets[0] / targets[1] == pytest.approx(1 + 10 * 0.9 / 0.1) == pytest.approx(91)
+    assert round(gap, 1) == 4.5 and "$g = \\ln 91 \\approx 4.5$" in PAGE
+    logits = np.array([[gap] + [0.0] * 9])
+    loss, grad = label_smoothing_cross_entropy(logits, np.array([0]), 0.1)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-12)
+    entropy = -float(np.sum(targets * np.log(targets)))
+    assert loss == pytest.approx(entropy) and round(entropy, 2) == 0.50
+    assert "\\approx 0.50$" in PAGE and "never prints a training loss below 0.50" in PAGE

@@ -54,7 +54,7 @@ def tiny_stage(**changes):
     (spec,) = load_specs(["07"]).values()
     return dataclasses.replace(spec, epochs=1, batch_size=50, validation_size=50, eval_every=1,
                                layers=("reshape 28x28x1", "conv 4 5x5 valid", "maxpool", "batchnorm", "relu",
-                                       "flatten", "dense 10"), **changes)
+                                       "flatten", "dense 10"), **{"recalibrate_batchnorm": False, **changes})
 
 
 def tiny_data() -> MNIST:
