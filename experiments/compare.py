@@ -290,10 +290,17 @@ def spec_differences(a: StageSpec, b: StageSpec) -> list[str]:
     """The training settings in which spec ``a`` differs from ``b``, besides the network, in words."""
     names = {"shift": "random shifts (px)", "input_dropout": "input dropout", "hidden_dropout": "hidden dropout",
              "weight_decay": "weight decay", "schedule": "schedule", "warmup": "warm-up epochs", "epochs": "epochs",
-             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer"}
-    return [f"{label} {getattr(b, key):g} -> {getattr(a, key):g}" if isinstance(getattr(a, key), (int, float))
-            and not isinstance(getattr(a, key), bool) else f"{label} {getattr(b, key)} -> {getattr(a, key)}"
-            for key, label in names.items() if getattr(a, key) != getattr(b, key)]
+             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer",
+             "recalibrate_batchnorm": "batch-norm statistics re-estimated after training"}
+
+    def value(spec: StageSpec, key: str) -> str:
+        setting = getattr(spec, key)
+        if isinstance(setting, bool):
+            return "yes" if setting else "no"
+        return f"{setting:g}" if isinstance(setting, (int, float)) else str(setting)
+
+    return [f"{label} {value(b, key)} -> {value(a, key)}" for key, label in names.items()
+            if getattr(a, key) != getattr(b, key)]
 
 
 def read_convolutional(results: dict[str, list[dict]], specs: dict[str, StageSpec] | None = None) -> str:
