@@ -505,7 +505,8 @@ def normalization_ablation(quick: bool) -> Ablation:
         frozenset({"layers", "recalibrate_batchnorm", "affine_rotation", "affine_scale", "affine_shear"}),
         "every variant is stage 07's design and budget (its learning rate included, chosen with batch "
         "normalization) with one idea removed; without the affine distortions the digits are still shifted by up "
-        "to 2 pixels, as in stage 06",
+        "to 2 pixels, as in stage 06, and without batch normalization there are no statistics to re-estimate "
+        "after training",
         dict(QUICK) if quick else {},
         (Variant("all", "stage 07 as it is", {}),
          Variant("no-batchnorm", "no batch normalization", {"layers": plain, **no_batchnorm}),

@@ -290,10 +290,17 @@ def spec_differences(a: StageSpec, b: StageSpec) -> list[str]:
     """The training settings in which spec ``a`` differs from ``b``, besides the network, in words."""
     names = {"shift": "random shifts (px)", "input_dropout": "input dropout", "hidden_dropout": "hidden dropout",
              "weight_decay": "weight decay", "schedule": "schedule", "warmup": "warm-up epochs", "epochs": "epochs",
-             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer"}
-    return [f"{label} {getattr(b, key):g} -> {getattr(a, key):g}" if isinstance(getattr(a, key), (int, float))
-            and not isinstance(getattr(a, key), bool) else f"{label} {getattr(b, key)} -> {getattr(a, key)}"
-            for key, label in names.items() if getattr(a, key) != getattr(b, key)]
+             "lr": "learning rate", "batch_size": "batch size", "optimizer": "optimizer",
+             "recalibrate_batchnorm": "batch-norm statistics re-estimated after training"}
+
+    def value(spec: StageSpec, key: str) -> str:
+        setting = getattr(spec, key)
+        if isinstance(setting, bool):
+            return "yes" if setting else "no"
+        return f"{setting:g}" if isinstance(setting, (int, float)) else str(setting)
+
+    return [f"{label} {value(b, key)} -> {value(a, key)}" for key, label in names.items()
+            if getattr(a, key) != getattr(b, key)]
 
 
 def read_convolutional(results: dict[str, list[dict]], specs: dict[str, StageSpec] | None = None) -> str:
@@ -565,6 +572,24 @@ def budget_variant_runs(study: Study) -> dict[str, list[dict]]:
     return {key: study.run(key, spec, stage) for key, stage, spec in budget_variants(study)}
 
 
+def timing_machines(runs: list[dict]) -> str:
+    """`` Not every run was timed on one machine: ...``, naming the CPU each run's record names (records made
+    before they named it count as one earlier machine), or ``""`` when they all agree."""
+    machines: dict[str, dict[str, list[int]]] = {}
+    for run in runs:
+        if run["status"] == "ok":
+            cpu = (run.get("environment") or {}).get("cpu") or ""
+            machines.setdefault(cpu, {}).setdefault(run["stage"], []).append(run["seed"])
+    if len(machines) < 2:
+        return ""
+    named = [", ".join(f"{stage} (seeds {', '.join(map(str, sorted(seeds)))})" for stage, seeds in sorted(stages.items()))
+             + f" on the CPU {cpu}" for cpu, stages in machines.items() if cpu]
+    earlier = (f"the other {sum(map(len, machines[''].values()))} runs on an earlier machine whose records do not "
+               "name its CPU") if "" in machines else ""
+    return (" Not every run was timed on one machine: " + "; ".join([*named, *([earlier] if earlier else [])])
+            + ". Seconds compare only between runs timed on the same machine.")
+
+
 def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_results: dict[str, list[dict]],
                         environment: dict) -> str:
     """comparison.md: the stage table, the data-budget table and its reading, time, figure, provenance."""
@@ -573,7 +598,7 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
         "# Comparison of the stages", "",
         f"Every stage trained with seeds {', '.join(str(s) for s in study.seeds)} and judged on the official "
         "10,000-image MNIST test set; accuracies are mean ± standard deviation over the seeds, time is the mean "
-        "wall-clock seconds of one run (training and evaluation) on the machine below. \"gain\" is the change in "
+        "wall-clock seconds of one run (training and evaluation) on the machine that ran it. \"gain\" is the change in "
         "mean test accuracy over the previous stage, ± its standard error over the seeds (paired by seed); \"published\" is what the source design reported (stage "
         "01's source measured its 88.29 % on 350 held-out *training* images, not the official test set). "
         "\"train GFLOP\" is the arithmetic of one run's training: its matrix products, forward and back, over every "
@@ -591,7 +616,7 @@ def comparison_markdown(study: Study, results: dict[str, list[dict]], variant_re
                   budget_reading(results, variant_results), ""]
     total_seconds = sum(r.get("seconds", 0.0) for r in all_runs if r["status"] == "ok")
     parts += [f"All {len(all_runs)} runs together took {total_seconds / 60:.1f} minutes of wall-clock time "
-              "(as measured when each ran; reused results keep their original time).", "",
+              "(as measured when each ran; reused results keep their original time)." + timing_machines(all_runs), "",
               "![Learning curves](learning_curves.png)", "",
               "Test accuracy against the arithmetic of training (log scale: each step right is ten times the "
               "compute):", "", "![Accuracy against compute](accuracy_vs_compute.png)", "", provenance_line(environment),

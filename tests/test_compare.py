@@ -131,3 +131,19 @@ def test_the_committee_reading_quotes_the_committee_of_these_runs_only(tmp_path)
     other = [{"status": "ok", "test_accuracy": 0.99}] * 3  # other models than the committee's
     assert compare.read_committees({"06": other}, tmp_path) == ""
     assert compare.read_committees({"06": runs}, tmp_path / "missing") == ""
+
+
+def test_the_page_says_which_runs_were_timed_on_which_machine():
+    """Seconds measured on different CPUs are not comparable: the page names each run's CPU when they differ, and
+    says nothing when every run agrees."""
+    def run(stage: str, seed: int, cpu: str | None) -> dict:
+        environment = {"cpu": cpu} if cpu else {}
+        return {"status": "ok", "stage": stage, "seed": seed, "environment": environment}
+
+    runs = [run("07_batchnorm", 1, "CPU B"), run("07_batchnorm", 0, "CPU B"), run("06_conv", 0, None),
+            run("06_conv", 1, None), {"status": "failed", "stage": "05_regularized", "seed": 0}]
+    assert compare.timing_machines(runs) == (
+        " Not every run was timed on one machine: 07_batchnorm (seeds 0, 1) on the CPU CPU B; the other 2 runs on "
+        "an earlier machine whose records do not name its CPU. Seconds compare only between runs timed on the same "
+        "machine.")
+    assert compare.timing_machines(runs[:2]) == compare.timing_machines(runs[2:4]) == ""

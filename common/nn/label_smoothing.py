@@ -10,7 +10,7 @@ architecture") asks instead for ``1 - e`` on the label and spreads ``e`` evenly 
 
 The gradient keeps the form of plain cross-entropy's, ``(p - target) / B``, with the smoothed target:
 it vanishes once ``p == q``, so the logits stop growing at a finite gap. ``e = 0`` is plain
-cross-entropy (``loss.softmax_cross_entropy``), number for number.
+cross-entropy (``loss.softmax_cross_entropy``), up to rounding.
 """
 from __future__ import annotations
 
