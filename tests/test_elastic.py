@@ -116,8 +116,8 @@ def test_bad_shapes_and_settings_are_refused():
 def test_elastic_runs_are_their_own_feature():
     (spec,) = load_specs(["07"]).values()
     elastic = dataclasses.replace(spec, elastic_alpha=34.0, elastic_sigma=4.0)
-    assert features_used(elastic.settings()) == {"batchnorm", "affine", "elastic"}
-    assert features_used(spec.settings()) == {"batchnorm", "affine"}
+    assert features_used(elastic.settings()) == {"batchnorm", "affine", "recalibrate", "elastic"}
+    assert features_used(spec.settings()) == {"batchnorm", "affine", "recalibrate"}
     assert fingerprint(elastic, 0) != fingerprint(spec, 0)
     assert "elastic_alpha" in spec.settings()  # a run without them records them as 0; its fingerprint leaves them out
     assert fingerprint(spec, 0) == fingerprint(dataclasses.replace(spec, elastic_alpha=0.0, elastic_sigma=0.0), 0)

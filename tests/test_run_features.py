@@ -75,9 +75,9 @@ def test_feature_code_that_every_run_would_execute_is_refused(source, message):
 def test_which_features_a_run_uses():
     specs = load_specs(["06", "07"])
     assert features_used(specs["06"].settings()) == frozenset()
-    assert features_used(specs["07"].settings()) == {"batchnorm", "affine"}
+    assert features_used(specs["07"].settings()) == {"batchnorm", "affine", "recalibrate"}
     no_affine = dataclasses.replace(specs["07"], affine_rotation=0.0, affine_scale=0.0, affine_shear=0.0)
-    assert features_used(no_affine.settings()) == {"batchnorm"}
+    assert features_used(no_affine.settings()) == {"batchnorm", "recalibrate"}
 
 
 def test_a_features_code_is_in_its_runs_fingerprints_only(tmp_path, monkeypatch):
